@@ -1,0 +1,987 @@
+//! The KCP protocol state machine.
+//!
+//! [`Kcp`] owns no socket and reads no clock: the caller feeds it datagrams
+//! with [`Kcp::input`], the time with [`Kcp::update`], and receives datagrams
+//! through its [`KcpOutput`]. Every algorithm follows ikcp 1.7 (`ikcp.c`), so
+//! the same calls with the same clock produce byte-identical datagrams; the
+//! differences are deliberate and listed here:
+//!
+//! - storage is fixed at construction (see [`storage`](crate::storage)): the
+//!   send queue is bounded and [`Kcp::send`] says [`KcpError::BufferFull`]
+//!   instead of growing;
+//! - a datagram is validated whole before any of it is applied, so a bad
+//!   segment in the middle (wrong `conv`, `len` past the end, unknown `cmd`)
+//!   leaves the session untouched;
+//! - [`Kcp::check`] names the time at which [`Kcp::update`] will do work,
+//!   not merely "now" or "one interval from now", so a check–sleep–update
+//!   loop neither spins nor wakes an idle session;
+//! - stream-mode [`Kcp::recv`] fills the whole buffer across segments.
+
+use crate::codec::{Header, Segments};
+use crate::config::KcpConfig;
+use crate::constants::*;
+use crate::error::{KcpError, KcpResult};
+use crate::sequence::{Seq, Timestamp};
+use crate::stats::KcpStats;
+use crate::storage::{AckList, FlushBuf, Pool, Ring};
+
+/// Where a session's datagrams go: a socket, a channel, a test link.
+///
+/// Closures `FnMut(&[u8]) -> KcpResult<usize>` implement it.
+pub trait KcpOutput {
+    /// Sends one datagram of at most `mtu` bytes. An error is counted in
+    /// [`KcpStats::output_errors`]; KCP's retransmission recovers the loss.
+    fn output(&mut self, data: &[u8]) -> KcpResult<usize>;
+}
+
+impl<F: FnMut(&[u8]) -> KcpResult<usize>> KcpOutput for F {
+    fn output(&mut self, data: &[u8]) -> KcpResult<usize> {
+        self(data)
+    }
+}
+
+const ASK_SEND: u8 = 1;
+const ASK_TELL: u8 = 2;
+
+/// One KCP conversation.
+///
+/// ```
+/// use kcp_rs::{Kcp, KcpConfig, KcpResult};
+///
+/// let mut wire: Vec<Vec<u8>> = Vec::new();
+/// let mut kcp = Kcp::with_config(1, |d: &[u8]| -> KcpResult<usize> {
+///     println!("would send {} bytes", d.len());
+///     Ok(d.len())
+/// }, KcpConfig::fast())?;
+/// kcp.send(b"hello")?;
+/// kcp.update(0);
+/// kcp.update(20); // first flush with cwnd 1 sends the segment
+/// assert_eq!(kcp.wait_snd(), 1);
+/// # Ok::<(), kcp_rs::KcpError>(())
+/// ```
+pub struct Kcp<O> {
+    conv: u32,
+    cfg: KcpConfig,
+    mss: u32,
+    dead: bool,
+
+    // Send side. Ring positions [snd_una, snd_nxt) are in flight (some may
+    // already be ACKed out of order), [snd_nxt, snd_nxt + nsnd_que) queued.
+    snd_una: Seq,
+    snd_nxt: Seq,
+    nsnd_que: u32,
+    nsnd_buf: u32,
+    snd: Ring,
+    snd_pool: Pool,
+
+    // Receive side. Ring positions [rcv_nxt - nrcv_que, rcv_nxt) are the
+    // in-order queue the application reads; [rcv_nxt, rcv_nxt + rcv_wnd)
+    // hold segments that arrived out of order. The span is at most
+    // 2 * rcv_wnd, the ring's capacity.
+    rcv_nxt: Seq,
+    nrcv_que: u32,
+    nrcv_buf: u32,
+    rcv_queue_bytes: usize,
+    rcv_head_off: usize,
+    rcv: Ring,
+    rcv_pool: Pool,
+
+    rmt_wnd: u32,
+    cwnd: u32,
+    incr: u32,
+    ssthresh: u32,
+
+    rx_srtt: i32,
+    rx_rttval: i32,
+    rx_rto: u32,
+    rx_minrto: u32,
+
+    current: Timestamp,
+    ts_flush: Timestamp,
+    updated: bool,
+    ts_probe: Timestamp,
+    probe_wait: u32,
+    probe: u8,
+
+    acks: AckList,
+    buffer: FlushBuf,
+    stats: KcpStats,
+    output: O,
+}
+
+impl<O: KcpOutput> Kcp<O> {
+    /// A session with ikcp's default configuration.
+    ///
+    /// # Panics
+    /// Never: the default configuration is valid for every build.
+    pub fn new(conv: u32, output: O) -> Self {
+        match Self::with_config(conv, output, KcpConfig::default()) {
+            Ok(kcp) => kcp,
+            Err(_) => unreachable!("the default configuration is valid"),
+        }
+    }
+
+    /// A session with `config`.
+    ///
+    /// # Errors
+    /// [`KcpError::InvalidConfig`] when `config` cannot work with this
+    /// build's buffers (see [`KcpConfig::validate`]).
+    pub fn with_config(conv: u32, output: O, config: KcpConfig) -> KcpResult<Self> {
+        config.validate()?;
+        let mss = config.mss() as u32;
+        let snd_slots = config.snd_wnd as usize + WND_RCV as usize;
+        let rcv_slots = 2 * config.rcv_wnd as usize;
+        let snd = Ring::with_capacity(snd_slots);
+        let rcv = Ring::with_capacity(rcv_slots);
+        let snd_pool = Pool::new(mss as usize, snd.capacity());
+        let rcv_pool = Pool::new(mss as usize, rcv.capacity());
+        let sn = Seq::new(config.initial_sn);
+        Ok(Kcp {
+            conv,
+            cfg: config,
+            mss,
+            dead: false,
+            snd_una: sn,
+            snd_nxt: sn,
+            nsnd_que: 0,
+            nsnd_buf: 0,
+            snd,
+            snd_pool,
+            rcv_nxt: sn,
+            nrcv_que: 0,
+            nrcv_buf: 0,
+            rcv_queue_bytes: 0,
+            rcv_head_off: 0,
+            acks: AckList::with_capacity(rcv.capacity() as usize),
+            rcv,
+            rcv_pool,
+            rmt_wnd: WND_RCV as u32,
+            cwnd: 0,
+            incr: 0,
+            ssthresh: THRESH_INIT,
+            rx_srtt: 0,
+            rx_rttval: 0,
+            rx_rto: RTO_DEF,
+            rx_minrto: config.effective_min_rto(),
+            current: Timestamp::new(0),
+            ts_flush: Timestamp::new(INTERVAL_DEF),
+            updated: false,
+            ts_probe: Timestamp::new(0),
+            probe_wait: 0,
+            probe: 0,
+            buffer: FlushBuf::new(config.mtu as usize),
+            stats: KcpStats::default(),
+            output,
+        })
+    }
+
+    // ----- application side -------------------------------------------------
+
+    /// Queues `data` for sending; it leaves at the next [`flush`](Self::flush).
+    ///
+    /// In message mode `data` is one message, delivered whole by the peer's
+    /// `recv` (an empty message is allowed, as in ikcp). In stream mode as
+    /// many bytes are taken as the send queue has room for, and small writes
+    /// are appended to the last queued segment.
+    ///
+    /// Returns the number of bytes taken.
+    ///
+    /// # Errors
+    /// - [`KcpError::DataTooLarge`]: a message needs more fragments than the
+    ///   peer can reassemble ([`KcpConfig::max_message`]);
+    /// - [`KcpError::BufferFull`]: the send queue has no room now;
+    /// - [`KcpError::DeadLink`]: the link was declared dead.
+    pub fn send(&mut self, data: &[u8]) -> KcpResult<usize> {
+        if self.dead {
+            return Err(KcpError::DeadLink);
+        }
+        let mss = self.mss as usize;
+        let mut taken = 0;
+        if self.cfg.stream {
+            taken = self.append_to_last(data);
+            if taken == data.len() {
+                return Ok(taken);
+            }
+        }
+        let rest = &data[taken..];
+        let free = self.snd_free_slots() as usize;
+        let count = rest.len().div_ceil(mss).max(1);
+        if self.cfg.stream {
+            let n = count.min(free);
+            if n == 0 {
+                return if taken > 0 {
+                    Ok(taken)
+                } else {
+                    Err(KcpError::BufferFull)
+                };
+            }
+            let bytes = rest.len().min(n * mss);
+            self.queue_fragments(&rest[..bytes], n, false);
+            return Ok(taken + bytes);
+        }
+        if count > self.cfg.max_fragments() {
+            return Err(KcpError::DataTooLarge {
+                max: self.cfg.max_message(),
+            });
+        }
+        if count > free {
+            return Err(KcpError::BufferFull);
+        }
+        self.queue_fragments(rest, count, true);
+        Ok(rest.len())
+    }
+
+    /// Copies the next message (message mode) or as many bytes as fit
+    /// (stream mode) into `buf`.
+    ///
+    /// # Errors
+    /// - [`KcpError::WouldBlock`]: nothing complete to read yet;
+    /// - [`KcpError::BufferTooSmall`]: the next message is larger than `buf`
+    ///   (message mode; nothing is consumed; see [`peek_size`](Self::peek_size)).
+    pub fn recv(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
+        let size = self.peek_size()?;
+        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let n = if self.cfg.stream {
+            if buf.is_empty() {
+                return Err(KcpError::BufferTooSmall { needed: 1 });
+            }
+            self.read_stream(buf)
+        } else {
+            if size > buf.len() {
+                return Err(KcpError::BufferTooSmall { needed: size });
+            }
+            self.read_message(buf)
+        };
+        self.move_to_queue();
+        // The application just made room in a full window: tell the peer now
+        // rather than let it wait for its next probe.
+        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            self.probe |= ASK_TELL;
+        }
+        Ok(n)
+    }
+
+    /// Size of the next message (message mode) or bytes readable (stream).
+    ///
+    /// # Errors
+    /// [`KcpError::WouldBlock`] when nothing complete is queued.
+    pub fn peek_size(&self) -> KcpResult<usize> {
+        if self.nrcv_que == 0 {
+            return Err(KcpError::WouldBlock);
+        }
+        if self.cfg.stream {
+            return Ok(self.rcv_queue_bytes - self.rcv_head_off);
+        }
+        let head = self.rcv_head();
+        let first = self.rcv.at(head.get());
+        if first.frg == 0 {
+            return Ok(first.len as usize);
+        }
+        if self.nrcv_que < first.frg as u32 + 1 {
+            return Err(KcpError::WouldBlock);
+        }
+        let mut len = 0;
+        for i in 0..self.nrcv_que {
+            let seg = self.rcv.at((head + i).get());
+            len += seg.len as usize;
+            if seg.frg == 0 {
+                break;
+            }
+        }
+        Ok(len)
+    }
+
+    /// Segments not yet acknowledged: in flight plus queued.
+    pub fn wait_snd(&self) -> u32 {
+        self.nsnd_buf + self.nsnd_que
+    }
+
+    /// Bytes more that [`send`](Self::send) would accept now, as whole
+    /// segments (stream mode may append a little more to the last one).
+    pub fn send_capacity(&self) -> usize {
+        self.snd_free_slots() as usize * self.mss as usize
+    }
+
+    // ----- network side -----------------------------------------------------
+
+    /// Processes one datagram received from the peer.
+    ///
+    /// The datagram is checked whole first; if any segment is malformed or
+    /// for another conversation nothing of it is applied.
+    ///
+    /// # Errors
+    /// - [`KcpError::InvalidPacket`]: shorter than a header, a `len` past
+    ///   the end, an unknown command, data longer than our MSS, or a
+    ///   fragment count the receive window cannot hold;
+    /// - [`KcpError::ConvMismatch`]: a segment for another conversation.
+    pub fn input(&mut self, data: &[u8]) -> KcpResult<()> {
+        if let Err(e) = self.validate(data) {
+            self.stats.dropped_datagrams += 1;
+            return Err(e);
+        }
+        self.stats.in_datagrams += 1;
+        self.stats.in_bytes += data.len() as u64;
+
+        let prev_una = self.snd_una;
+        let mut latest: Option<(Seq, Timestamp)> = None;
+        for (h, body) in Segments::new(data).map_while(Result::ok) {
+            self.stats.in_segments += 1;
+            self.rmt_wnd = h.wnd as u32;
+            self.parse_una(h.una);
+            self.shrink_buf();
+            match h.cmd {
+                CMD_ACK => {
+                    let rtt = self.current.diff(h.ts);
+                    if rtt >= 0 {
+                        self.update_rtt(rtt);
+                    }
+                    self.parse_ack(h.sn);
+                    self.shrink_buf();
+                    // ikcp's conservative fast-ack rule: the newest ACK by
+                    // sequence must also be the newest by send time.
+                    latest = match latest {
+                        None => Some((h.sn, h.ts)),
+                        Some((sn, ts)) if h.sn > sn && h.ts > ts => Some((h.sn, h.ts)),
+                        keep => keep,
+                    };
+                }
+                CMD_PUSH => {
+                    if h.sn < self.rcv_nxt + self.cfg.rcv_wnd as u32 {
+                        if !self.acks.push(h.sn.get(), h.ts.get()) {
+                            self.stats.dropped_acks += 1;
+                        }
+                        if h.sn >= self.rcv_nxt {
+                            self.parse_data(&h, body);
+                        } else {
+                            self.stats.duplicate_segments += 1;
+                        }
+                    }
+                }
+                CMD_WASK => self.probe |= ASK_TELL,
+                _ => {} // WINS: the window was read above.
+            }
+        }
+        if let Some((sn, ts)) = latest {
+            self.parse_fastack(sn, ts);
+        }
+        if self.snd_una > prev_una {
+            self.grow_cwnd();
+        }
+        Ok(())
+    }
+
+    /// Advances the clock to `current` (milliseconds, any origin, wrapping)
+    /// and flushes if a flush interval has passed.
+    pub fn update(&mut self, current: u32) {
+        self.current = Timestamp::new(current);
+        if !self.updated {
+            self.updated = true;
+            self.ts_flush = self.current;
+        }
+        let mut slap = self.current.diff(self.ts_flush);
+        if !(-CLOCK_JUMP..CLOCK_JUMP).contains(&slap) {
+            self.ts_flush = self.current;
+            slap = 0;
+        }
+        if slap >= 0 {
+            self.ts_flush += self.cfg.interval;
+            if self.current >= self.ts_flush {
+                self.ts_flush = self.current + self.cfg.interval;
+            }
+            self.flush();
+        }
+    }
+
+    /// When [`update`](Self::update) should next be called: the earliest
+    /// time at which it will send something (an ACK, a window probe, new
+    /// data or a retransmission). Returns `current` when that is now, and at
+    /// most [`IDLE_CHECK`] ms ahead when nothing at all is pending.
+    ///
+    /// Call it again after [`send`](Self::send), [`recv`](Self::recv) or
+    /// [`input`](Self::input): they can create work.
+    pub fn check(&self, current: u32) -> u32 {
+        let current = Timestamp::new(current);
+        if !self.updated {
+            return current.get();
+        }
+        let mut ts_flush = self.ts_flush;
+        if !(-CLOCK_JUMP..CLOCK_JUMP).contains(&current.diff(ts_flush)) {
+            ts_flush = current;
+        }
+        // update() flushes only once ts_flush is reached: nothing is sent
+        // earlier, whatever timers say.
+        let tick = if current >= ts_flush {
+            current
+        } else {
+            ts_flush
+        };
+        if self.acks.len() > 0 || self.probe != 0 || self.nsnd_que > 0 {
+            return tick.get();
+        }
+        let mut next: Option<Timestamp> = None;
+        let mut earliest = |t: Timestamp| {
+            next = Some(match next {
+                Some(n) if n <= t => n,
+                _ => t,
+            })
+        };
+        if self.rmt_wnd == 0 {
+            if self.probe_wait == 0 {
+                return tick.get();
+            }
+            earliest(self.ts_probe);
+        }
+        let resent = self.fast_resend_threshold();
+        for i in 0..self.snd_nxt.distance_from(self.snd_una) {
+            let seg = self.snd.at((self.snd_una + i).get());
+            if !seg.live {
+                continue;
+            }
+            if seg.fastack >= resent && self.fast_resend_allowed(seg.xmit) {
+                return tick.get();
+            }
+            earliest(seg.resendts);
+        }
+        match next {
+            Some(t) if t > tick => t.get(),
+            Some(_) => tick.get(),
+            None => (current + IDLE_CHECK).get(),
+        }
+    }
+
+    /// Sends pending ACKs, window probes, new data and due retransmissions
+    /// now. Does nothing before the first [`update`](Self::update).
+    pub fn flush(&mut self) {
+        if !self.updated {
+            return;
+        }
+        let current = self.current;
+        let wnd = self.wnd_unused();
+        let resent = self.fast_resend_threshold();
+        let mut out = Writer {
+            buf: self.buffer.bytes(),
+            len: 0,
+            output: &mut self.output,
+            stats: &mut self.stats,
+        };
+        let mut ctl = Header {
+            conv: self.conv,
+            cmd: CMD_ACK,
+            frg: 0,
+            wnd,
+            ts: Timestamp::new(0),
+            sn: Seq::new(0),
+            una: self.rcv_nxt,
+            len: 0,
+        };
+        for &(sn, ts) in self.acks.as_slice() {
+            ctl.sn = Seq::new(sn);
+            ctl.ts = Timestamp::new(ts);
+            out.push(&ctl, &[]);
+        }
+        out.stats.out_acks += self.acks.len() as u64;
+        self.acks.clear();
+
+        // Probe the peer's window while it reports zero: 7 s, then ×1.5 up
+        // to 120 s between probes.
+        if self.rmt_wnd == 0 {
+            if self.probe_wait == 0 {
+                self.probe_wait = PROBE_INIT;
+                self.ts_probe = current + self.probe_wait;
+            } else if current >= self.ts_probe {
+                self.probe_wait = self.probe_wait.max(PROBE_INIT);
+                self.probe_wait += self.probe_wait / 2;
+                self.probe_wait = self.probe_wait.min(PROBE_LIMIT);
+                self.ts_probe = current + self.probe_wait;
+                self.probe |= ASK_SEND;
+            }
+        } else {
+            self.ts_probe = Timestamp::new(0);
+            self.probe_wait = 0;
+        }
+        ctl.sn = Seq::new(0);
+        ctl.ts = Timestamp::new(0);
+        if self.probe & ASK_SEND != 0 {
+            ctl.cmd = CMD_WASK;
+            out.push(&ctl, &[]);
+        }
+        if self.probe & ASK_TELL != 0 {
+            ctl.cmd = CMD_WINS;
+            out.push(&ctl, &[]);
+        }
+        self.probe = 0;
+
+        // Move queued segments into flight as far as the window allows.
+        let mut cwnd = (self.cfg.snd_wnd as u32).min(self.rmt_wnd);
+        if !self.cfg.nc {
+            cwnd = cwnd.min(self.cwnd);
+        }
+        while self.nsnd_que > 0 && self.snd_nxt < self.snd_una + cwnd {
+            let seg = self.snd.at_mut(self.snd_nxt.get());
+            seg.sn = self.snd_nxt;
+            seg.ts = current;
+            seg.resendts = current;
+            seg.rto = self.rx_rto;
+            seg.fastack = 0;
+            seg.xmit = 0;
+            self.snd_nxt += 1;
+            self.nsnd_que -= 1;
+            self.nsnd_buf += 1;
+        }
+
+        let rtomin = if self.cfg.nodelay {
+            0
+        } else {
+            self.rx_rto >> 3
+        };
+        let mut change = false;
+        let mut lost = false;
+        ctl.cmd = CMD_PUSH;
+        for i in 0..self.snd_nxt.distance_from(self.snd_una) {
+            let seg = self.snd.at_mut((self.snd_una + i).get());
+            if !seg.live {
+                continue;
+            }
+            let mut needsend = false;
+            if seg.xmit == 0 {
+                needsend = true;
+                seg.xmit += 1;
+                seg.rto = self.rx_rto;
+                seg.resendts = current + seg.rto + rtomin;
+            } else if current >= seg.resendts {
+                needsend = true;
+                seg.xmit += 1;
+                out.stats.retransmits += 1;
+                seg.rto += if !self.cfg.nodelay {
+                    seg.rto.max(self.rx_rto)
+                } else if self.cfg.gentle_backoff {
+                    self.rx_rto / 2
+                } else {
+                    seg.rto / 2
+                };
+                seg.resendts = current + seg.rto;
+                lost = true;
+            } else if seg.fastack >= resent
+                && (seg.xmit <= self.cfg.fast_limit || self.cfg.fast_limit == 0)
+            {
+                needsend = true;
+                seg.xmit += 1;
+                seg.fastack = 0;
+                seg.resendts = current + seg.rto;
+                out.stats.fast_retransmits += 1;
+                change = true;
+            }
+            if needsend {
+                seg.ts = current;
+                ctl.frg = seg.frg;
+                ctl.ts = current;
+                ctl.sn = seg.sn;
+                ctl.len = seg.len as u32;
+                let data = &self.snd_pool.block(seg.block)[..seg.len as usize];
+                out.push(&ctl, data);
+                out.stats.out_segments += 1;
+                if seg.xmit >= self.cfg.dead_link {
+                    self.dead = true;
+                }
+            }
+        }
+        out.finish();
+
+        if change {
+            let inflight = self.snd_nxt.distance_from(self.snd_una);
+            self.ssthresh = (inflight / 2).max(THRESH_MIN);
+            self.cwnd = self.ssthresh.saturating_add(resent);
+            self.incr = self.cwnd.saturating_mul(self.mss);
+        }
+        if lost {
+            self.ssthresh = (cwnd / 2).max(THRESH_MIN);
+            self.cwnd = 1;
+            self.incr = self.mss;
+        }
+        if self.cwnd < 1 {
+            self.cwnd = 1;
+            self.incr = self.mss;
+        }
+    }
+
+    // ----- state ------------------------------------------------------------
+
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.conv
+    }
+
+    /// The configuration the session was built with.
+    pub fn config(&self) -> &KcpConfig {
+        &self.cfg
+    }
+
+    /// Largest payload of one segment (`mtu - 24`).
+    pub fn mss(&self) -> usize {
+        self.mss as usize
+    }
+
+    /// Whether a segment was sent `dead_link` times without an ACK.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Smoothed round-trip time in milliseconds (0 before the first sample).
+    pub fn rtt(&self) -> u32 {
+        self.rx_srtt as u32
+    }
+
+    /// Current retransmission timeout in milliseconds.
+    pub fn rto(&self) -> u32 {
+        self.rx_rto
+    }
+
+    /// Congestion window in segments.
+    pub fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+
+    /// The peer's last advertised free receive window, in segments.
+    pub fn remote_window(&self) -> u32 {
+        self.rmt_wnd
+    }
+
+    /// Segments received in order and not yet read by [`recv`](Self::recv).
+    pub fn queued_recv(&self) -> u32 {
+        self.nrcv_que
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> &KcpStats {
+        &self.stats
+    }
+
+    /// The output sink.
+    pub fn output(&self) -> &O {
+        &self.output
+    }
+
+    /// The output sink, mutably.
+    pub fn output_mut(&mut self) -> &mut O {
+        &mut self.output
+    }
+
+    /// Bytes this session holds now: the struct, its rings and the payload
+    /// blocks made so far.
+    pub fn memory_footprint(&self) -> usize {
+        core::mem::size_of::<Self>() + self.heap_bytes(false)
+    }
+
+    /// Bytes this session would hold with every payload block in use.
+    pub fn memory_footprint_max(&self) -> usize {
+        core::mem::size_of::<Self>() + self.heap_bytes(true)
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    fn heap_bytes(&self, max: bool) -> usize {
+        let pools = if max {
+            self.snd_pool.max_footprint() + self.rcv_pool.max_footprint()
+        } else {
+            self.snd_pool.footprint() + self.rcv_pool.footprint()
+        };
+        if cfg!(feature = "alloc") {
+            pools
+                + self.snd.footprint()
+                + self.rcv.footprint()
+                + self.acks.footprint()
+                + self.buffer.footprint()
+        } else {
+            0 // all inline in the struct
+        }
+    }
+
+    fn validate(&self, data: &[u8]) -> KcpResult<()> {
+        if data.len() < OVERHEAD {
+            return Err(KcpError::InvalidPacket);
+        }
+        for seg in Segments::new(data) {
+            let (h, body) = seg?;
+            if h.conv != self.conv {
+                return Err(KcpError::ConvMismatch {
+                    expected: self.conv,
+                    found: h.conv,
+                });
+            }
+            if h.cmd == CMD_PUSH
+                && (body.len() > self.mss as usize
+                    || (!self.cfg.stream && h.frg as u32 >= self.cfg.rcv_wnd as u32))
+            {
+                return Err(KcpError::InvalidPacket);
+            }
+        }
+        Ok(())
+    }
+
+    fn snd_free_slots(&self) -> u32 {
+        let used = self.snd_nxt.distance_from(self.snd_una) + self.nsnd_que;
+        self.snd.capacity() - used
+    }
+
+    /// Stream mode: top up the last queued (never sent) segment.
+    fn append_to_last(&mut self, data: &[u8]) -> usize {
+        if self.nsnd_que == 0 {
+            return 0;
+        }
+        let last = self.snd.at_mut((self.snd_nxt + (self.nsnd_que - 1)).get());
+        let old = last.len as usize;
+        let extend = data.len().min(self.mss as usize - old);
+        if extend == 0 {
+            return 0;
+        }
+        last.len += extend as u16;
+        let block = last.block;
+        self.snd_pool.block_mut(block)[old..old + extend].copy_from_slice(&data[..extend]);
+        extend
+    }
+
+    /// Queues `count` segments cut from `data`; capacity was checked.
+    fn queue_fragments(&mut self, data: &[u8], count: usize, message: bool) {
+        let mss = self.mss as usize;
+        for i in 0..count {
+            let chunk = data.get(i * mss..).unwrap_or(&[]);
+            let chunk = &chunk[..chunk.len().min(mss)];
+            let Some(block) = self.snd_pool.take() else {
+                unreachable!("send pool holds one block per ring slot");
+            };
+            self.snd_pool.block_mut(block)[..chunk.len()].copy_from_slice(chunk);
+            let pos = self.snd_nxt + self.nsnd_que;
+            *self.snd.at_mut(pos.get()) = crate::segment::Segment {
+                block,
+                len: chunk.len() as u16,
+                frg: if message { (count - i - 1) as u8 } else { 0 },
+                live: true,
+                ..Default::default()
+            };
+            self.nsnd_que += 1;
+        }
+    }
+
+    fn rcv_head(&self) -> Seq {
+        self.rcv_nxt - self.nrcv_que
+    }
+
+    /// Pops the head of the receive queue, returning its block to the pool.
+    fn pop_rcv_head(&mut self) {
+        let head = self.rcv_head();
+        let seg = self.rcv.at_mut(head.get());
+        seg.live = false;
+        let (block, len) = (seg.block, seg.len as usize);
+        self.rcv_pool.give(block);
+        self.nrcv_que -= 1;
+        self.rcv_queue_bytes -= len;
+        self.rcv_head_off = 0;
+    }
+
+    fn read_message(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while self.nrcv_que > 0 {
+            let seg = *self.rcv.at(self.rcv_head().get());
+            let len = seg.len as usize;
+            buf[n..n + len].copy_from_slice(&self.rcv_pool.block(seg.block)[..len]);
+            n += len;
+            self.pop_rcv_head();
+            if seg.frg == 0 {
+                break;
+            }
+        }
+        n
+    }
+
+    fn read_stream(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while self.nrcv_que > 0 && n < buf.len() {
+            let seg = *self.rcv.at(self.rcv_head().get());
+            let off = self.rcv_head_off;
+            let take = (seg.len as usize - off).min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.rcv_pool.block(seg.block)[off..off + take]);
+            n += take;
+            if off + take == seg.len as usize {
+                self.pop_rcv_head();
+            } else {
+                self.rcv_head_off = off + take;
+            }
+        }
+        n
+    }
+
+    /// Moves segments that are now in order from the out-of-order buffer to
+    /// the application's queue, while the window allows.
+    fn move_to_queue(&mut self) {
+        while self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            let seg = self.rcv.at(self.rcv_nxt.get());
+            if !seg.live || seg.sn != self.rcv_nxt {
+                break;
+            }
+            self.rcv_queue_bytes += seg.len as usize;
+            self.nrcv_que += 1;
+            self.nrcv_buf -= 1;
+            self.rcv_nxt += 1;
+        }
+    }
+
+    fn parse_data(&mut self, h: &Header, body: &[u8]) {
+        // Caller checked rcv_nxt <= sn < rcv_nxt + rcv_wnd, so the slot is
+        // not one of the application queue's.
+        let slot = self.rcv.at(h.sn.get());
+        if slot.live && slot.sn == h.sn {
+            self.stats.duplicate_segments += 1;
+            return;
+        }
+        let Some(block) = self.rcv_pool.take() else {
+            unreachable!("receive pool holds one block per ring slot");
+        };
+        self.rcv_pool.block_mut(block)[..body.len()].copy_from_slice(body);
+        *self.rcv.at_mut(h.sn.get()) = crate::segment::Segment {
+            sn: h.sn,
+            ts: h.ts,
+            block,
+            len: body.len() as u16,
+            frg: h.frg,
+            live: true,
+            ..Default::default()
+        };
+        self.nrcv_buf += 1;
+        self.move_to_queue();
+    }
+
+    fn wnd_unused(&self) -> u16 {
+        (self.cfg.rcv_wnd as u32).saturating_sub(self.nrcv_que) as u16
+    }
+
+    fn update_rtt(&mut self, rtt: i32) {
+        if self.rx_srtt == 0 {
+            self.rx_srtt = rtt;
+            self.rx_rttval = rtt / 2;
+        } else {
+            let delta = (rtt - self.rx_srtt).abs();
+            self.rx_rttval = (3 * self.rx_rttval + delta) / 4;
+            self.rx_srtt = ((7 * self.rx_srtt as i64 + rtt as i64) / 8) as i32;
+            self.rx_srtt = self.rx_srtt.max(1);
+        }
+        let rto = self.rx_srtt as i64 + (self.cfg.interval as i64).max(4 * self.rx_rttval as i64);
+        self.rx_rto = rto.clamp(self.rx_minrto as i64, RTO_MAX as i64) as u32;
+    }
+
+    /// Frees an in-flight segment that the peer acknowledged.
+    fn ack_segment(&mut self, sn: Seq) {
+        let seg = self.snd.at_mut(sn.get());
+        if seg.live && seg.xmit > 0 && seg.sn == sn {
+            seg.live = false;
+            let block = seg.block;
+            self.snd_pool.give(block);
+            self.nsnd_buf -= 1;
+        }
+    }
+
+    fn parse_ack(&mut self, sn: Seq) {
+        if sn < self.snd_una || sn >= self.snd_nxt {
+            return;
+        }
+        self.ack_segment(sn);
+    }
+
+    fn parse_una(&mut self, una: Seq) {
+        // Everything before `una` is acknowledged; a spoofed una beyond what
+        // we sent acknowledges no more than we sent.
+        let end = if una > self.snd_nxt {
+            self.snd_nxt
+        } else {
+            una
+        };
+        for i in 0..end.distance_from(self.snd_una) {
+            self.ack_segment(self.snd_una + i);
+        }
+    }
+
+    /// snd_una := first unacknowledged segment in flight, or snd_nxt.
+    fn shrink_buf(&mut self) {
+        while self.snd_una < self.snd_nxt && !self.snd.at(self.snd_una.get()).live {
+            self.snd_una += 1;
+        }
+    }
+
+    fn parse_fastack(&mut self, sn: Seq, ts: Timestamp) {
+        if sn < self.snd_una || sn >= self.snd_nxt {
+            return;
+        }
+        for i in 0..sn.distance_from(self.snd_una) {
+            let seg = self.snd.at_mut((self.snd_una + i).get());
+            if seg.live && ts >= seg.ts {
+                seg.fastack += 1;
+            }
+        }
+    }
+
+    fn grow_cwnd(&mut self) {
+        if self.cwnd >= self.rmt_wnd {
+            return;
+        }
+        let mss = self.mss;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr += mss;
+        } else {
+            self.incr = self.incr.max(mss);
+            self.incr += (mss * mss) / self.incr + mss / 16;
+            if (self.cwnd + 1) * mss <= self.incr {
+                self.cwnd = self.incr.div_ceil(mss);
+            }
+        }
+        if self.cwnd > self.rmt_wnd {
+            self.cwnd = self.rmt_wnd;
+            self.incr = self.rmt_wnd * mss;
+        }
+    }
+
+    fn fast_resend_threshold(&self) -> u32 {
+        if self.cfg.resend > 0 {
+            self.cfg.resend
+        } else {
+            u32::MAX
+        }
+    }
+
+    fn fast_resend_allowed(&self, xmit: u32) -> bool {
+        xmit <= self.cfg.fast_limit || self.cfg.fast_limit == 0
+    }
+}
+
+/// Packs segments into MTU-sized datagrams, as ikcp's flush does.
+struct Writer<'a, O: KcpOutput> {
+    buf: &'a mut [u8],
+    len: usize,
+    output: &'a mut O,
+    stats: &'a mut KcpStats,
+}
+
+impl<O: KcpOutput> Writer<'_, O> {
+    #[inline]
+    fn push(&mut self, h: &Header, data: &[u8]) {
+        let need = OVERHEAD + data.len();
+        if self.len + need > self.buf.len() {
+            self.finish();
+        }
+        h.emit(&mut self.buf[self.len..]);
+        self.buf[self.len + OVERHEAD..self.len + need].copy_from_slice(data);
+        self.len += need;
+    }
+
+    fn finish(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let dgram = &self.buf[..self.len];
+        self.stats.out_datagrams += 1;
+        self.stats.out_bytes += dgram.len() as u64;
+        if self.output.output(dgram).is_err() {
+            self.stats.output_errors += 1;
+        }
+        self.len = 0;
+    }
+}
