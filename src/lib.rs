@@ -73,6 +73,8 @@ pub mod error;
 mod kcp;
 mod segment;
 pub mod sequence;
+#[cfg(feature = "std")]
+pub mod sim;
 pub mod stats;
 mod storage;
 
