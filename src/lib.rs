@@ -70,6 +70,8 @@ pub mod codec;
 pub mod config;
 pub mod constants;
 pub mod error;
+#[cfg(feature = "fec")]
+pub mod fec;
 mod kcp;
 mod segment;
 pub mod sequence;
