@@ -499,8 +499,10 @@ impl<O: KcpOutput> Kcp<O> {
             self.ts_probe = Timestamp::new(0);
             self.probe_wait = 0;
         }
-        ctl.sn = Seq::new(0);
-        ctl.ts = Timestamp::new(0);
+        // ikcp reuses its ACK header for the probes without clearing it, so
+        // a WASK/WINS sent after ACKs in the same flush carries the last
+        // ACK's `sn` and `ts` (0 when there were none). Receivers ignore both
+        // fields; we copy ikcp so the datagrams are identical byte for byte.
         if self.probe & ASK_SEND != 0 {
             ctl.cmd = CMD_WASK;
             out.push(&ctl, &[]);
