@@ -72,6 +72,8 @@ struct Lockstep {
     c: [Ikcp; 2],
     stream: bool,
     now: u32,
+    /// What the sessions' clock reads at `now == 0`.
+    epoch: u32,
     faults: Faults,
     wire: Vec<InFlight>,
     order: u64,
@@ -89,6 +91,7 @@ impl Lockstep {
             c: [mkc(&cfg[0]), mkc(&cfg[1])],
             stream: cfg[0].stream,
             now: 0,
+            epoch: 0,
             faults,
             wire: Vec::new(),
             order: 0,
@@ -166,7 +169,7 @@ impl Lockstep {
 
     /// Updates all four sessions at the current time and routes their output.
     fn update_all(&mut self) {
-        let now = self.now;
+        let now = self.now.wrapping_add(self.epoch);
         for side in 0..2 {
             self.ours[side].update(now);
             self.c[side].update(now);
@@ -635,6 +638,35 @@ fn long_run_rtt_settles() {
     );
     let rtt = ls.ours[0].rtt();
     assert!((80..=130).contains(&rtt), "srtt {rtt}");
+}
+
+#[test]
+fn clock_and_sequence_numbers_wrap() {
+    // The virtual clock and the sequence numbers both cross u32::MAX during
+    // a lossy transfer.
+    let cfg = KcpConfig {
+        initial_sn: u32::MAX - 100,
+        ..KcpConfig::fast()
+    };
+    let faults = Faults {
+        rng: Rng::new(31),
+        loss: [0.1, 0.1],
+        delay: (10, 30),
+        blackout: None,
+    };
+    let mut ls = Lockstep::new("wrap", [cfg; 2], faults);
+    ls.epoch = u32::MAX - 2_000;
+    let ls = run(
+        ls,
+        Traffic {
+            count: 1000,
+            gap: 4,
+            size: |r| r.range(1, 2000) as usize,
+            echo: 16,
+            limit: 60_000,
+        },
+    );
+    assert!(ls.c[0].cb().snd_nxt < 10_000, "{:?}", ls.c[0]);
 }
 
 #[test]
