@@ -861,8 +861,10 @@ impl<O: KcpOutput> Kcp<O> {
             self.rx_srtt = rtt;
             self.rx_rttval = rtt / 2;
         } else {
-            let delta = (rtt - self.rx_srtt).abs();
-            self.rx_rttval = (3 * self.rx_rttval + delta) / 4;
+            // In i64: a forged ACK's `ts` can make `rtt` (and so rttval)
+            // close to i32::MAX, and 3 * rttval would overflow.
+            let delta = (rtt as i64 - self.rx_srtt as i64).abs();
+            self.rx_rttval = ((3 * self.rx_rttval as i64 + delta) / 4) as i32;
             self.rx_srtt = ((7 * self.rx_srtt as i64 + rtt as i64) / 8) as i32;
             self.rx_srtt = self.rx_srtt.max(1);
         }
