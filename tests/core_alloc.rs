@@ -1,0 +1,221 @@
+//! Zero heap allocations in the steady state.
+//!
+//! A counting global allocator (wrapping `System`, counting per thread so
+//! the test harness's own threads do not interfere) watches 10,000 messages
+//! move through a lossy `sim::Pair` after a warm-up that lets every pool,
+//! ring and link queue reach its high-water mark. `send`, `input`, `update`
+//! (and so `flush`), `recv`, and the simulation itself must not allocate.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use kcp_rs::sim::{Link, LinkConfig, Outbox, Pair};
+use kcp_rs::{Kcp, KcpConfig, KcpError};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump() {
+    // `try_with`: the slot may be gone while a thread shuts down.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: defers every operation to `System`, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+/// Message `i`: its length is a function of `i` (empty, small, and up to
+/// four fragments), its bytes a function of `i` and the position.
+fn message_len(i: u32, mss: usize) -> usize {
+    match i % 10 {
+        0 => 0,
+        1..=6 => (i as usize * 7) % 200 + 1,
+        7 | 8 => (i as usize * 13) % (2 * mss),
+        _ => (i as usize * 31) % (4 * mss),
+    }
+}
+
+fn fill_message(buf: &mut [u8], i: u32) -> usize {
+    let len = message_len(i, 1376);
+    for (j, b) in buf[..len].iter_mut().enumerate() {
+        *b = (i as usize).wrapping_mul(31).wrapping_add(j) as u8;
+    }
+    if len >= 4 {
+        buf[..4].copy_from_slice(&i.to_le_bytes());
+    }
+    len
+}
+
+fn check_message(got: &[u8], i: u32, scratch: &mut [u8]) {
+    let len = fill_message(scratch, i);
+    assert_eq!(got.len(), len, "length of message {i}");
+    assert!(got == &scratch[..len], "content of message {i}");
+}
+
+/// Moves `count` messages starting at `first`, both ends fed as fast as
+/// they accept; returns the next message number.
+fn traffic(p: &mut Pair, first: u32, count: u32, bufs: &mut Buffers) -> u32 {
+    let (mut sent, mut received) = (first, first);
+    let end = first + count;
+    while received < end {
+        while sent < end {
+            let len = fill_message(&mut bufs.send, sent);
+            match p.a.send(&bufs.send[..len]) {
+                Ok(_) => sent += 1,
+                Err(KcpError::BufferFull) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        p.step(5);
+        loop {
+            match p.b.recv(&mut bufs.recv) {
+                Ok(n) => {
+                    check_message(&bufs.recv[..n], received, &mut bufs.scratch);
+                    received += 1;
+                }
+                Err(KcpError::WouldBlock) => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert!(p.now() < 10_000_000, "stalled at message {received}");
+    }
+    end
+}
+
+struct Buffers {
+    send: Vec<u8>,
+    recv: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+#[test]
+fn steady_state_allocates_nothing() {
+    let cfg = KcpConfig::fast();
+    let mut p = Pair::new(
+        1,
+        cfg,
+        cfg,
+        Link::new(LinkConfig::lossy(0.1), 1),
+        Link::new(LinkConfig::lossy(0.1), 2),
+        u32::MAX - 10_000, // and the clock wraps during the run
+    )
+    .unwrap();
+    let mut bufs = Buffers {
+        send: vec![0; cfg.max_message()],
+        recv: vec![0; cfg.max_message()],
+        scratch: vec![0; cfg.max_message()],
+    };
+
+    // Warm-up: pools, rings and link queues reach their high-water marks.
+    let before_warmup = allocations();
+    let next = traffic(&mut p, 0, 20_000, &mut bufs);
+    let warmup_allocs = allocations() - before_warmup;
+    assert!(warmup_allocs > 0, "the counter counts nothing");
+
+    let before = allocations();
+    let mem = (p.a.memory_footprint(), p.b.memory_footprint());
+    let sent_before = p.ab.stats().sent;
+    traffic(&mut p, next, 10_000, &mut bufs);
+    let during = allocations() - before;
+
+    // The measured phase really was lossy and busy.
+    let s = p.a.stats();
+    assert!(
+        p.ab.stats().sent - sent_before > 5_000,
+        "{:?}",
+        p.ab.stats()
+    );
+    assert!(s.retransmits + s.fast_retransmits > 100, "{s:?}");
+    assert!(p.ab.stats().dropped > 100 && p.ab.stats().duplicated > 10);
+    assert_eq!(
+        during, 0,
+        "{during} allocations while 10,000 messages moved (warm-up made {warmup_allocs})"
+    );
+    assert_eq!(mem, (p.a.memory_footprint(), p.b.memory_footprint()));
+    assert!(p.clock() < 1_000_000, "the clock should have wrapped");
+}
+
+/// The same with the core alone: no link, an `Outbox` drained by hand, every
+/// datagram delivered, and stream mode.
+#[test]
+fn stream_mode_steady_state_allocates_nothing() {
+    let cfg = KcpConfig {
+        stream: true,
+        ..KcpConfig::fast()
+    };
+    let mut a = Kcp::with_config(3, Outbox::default(), cfg).unwrap();
+    let mut b = Kcp::with_config(3, Outbox::default(), cfg).unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut buf = vec![0u8; 3000];
+    let (mut sent, mut got, mut clock) = (0usize, 0usize, 0u32);
+    let mut round =
+        |a: &mut Kcp<Outbox>, b: &mut Kcp<Outbox>, sent: &mut usize, got: &mut usize| {
+            for _ in 0..50 {
+                let end = (*sent % data.len() + 1 + *sent % 3000).min(data.len());
+                match a.send(&data[*sent % data.len()..end]) {
+                    Ok(n) => *sent += n,
+                    Err(KcpError::BufferFull) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            clock += 10;
+            a.update(clock);
+            b.update(clock);
+            a.output_mut().drain(|d| b.input(d).unwrap());
+            b.output_mut().drain(|d| a.input(d).unwrap());
+            let want = 1 + *got % buf.len();
+            while let Ok(n) = b.recv(&mut buf[..want]) {
+                let mut k = 0;
+                while k < n {
+                    let start = (*got + k) % data.len();
+                    let take = (n - k).min(data.len() - start);
+                    assert!(
+                        buf[k..k + take] == data[start..start + take],
+                        "at byte {}",
+                        *got + k
+                    );
+                    k += take;
+                }
+                *got += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+    for _ in 0..1_000 {
+        round(&mut a, &mut b, &mut sent, &mut got);
+    }
+    let before = allocations();
+    for _ in 0..2_000 {
+        round(&mut a, &mut b, &mut sent, &mut got);
+    }
+    assert_eq!(allocations() - before, 0);
+    assert!(got > 2_000_000, "only {got} bytes moved");
+}
