@@ -87,7 +87,15 @@ const SCENARIOS: &[Scenario] = &[
         iters: 1_000,
         run: message_round,
     },
+    Scenario {
+        name: "message_round_1024_pairs",
+        iters: 2 * PAIRS,
+        run: message_round_1024_pairs,
+    },
 ];
+
+/// Session pairs in `message_round_1024_pairs`.
+const PAIRS: usize = 1024;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -276,6 +284,34 @@ fn message_round(n: usize) {
     assert_eq!(a.stats().retransmits, 0);
 }
 
+/// `message_round` over 1 024 session pairs in turn, as a server with many
+/// active conversations would: the same instructions, but each pair's state
+/// has gone cold in the caches by the time its turn comes again. This is the
+/// scenario `scripts/cache-report.sh` exists for.
+fn message_round_1024_pairs(n: usize) {
+    let mut pairs: Vec<(Session, Session, u32)> = (0..PAIRS)
+        .map(|_| {
+            let (mut a, mut b) = sessions(KcpConfig::fast());
+            let mut now = T0;
+            warm_up_for(&mut a, &mut b, &mut now, 8, 8);
+            (a, b, now)
+        })
+        .collect();
+    let mut buf = [0u8; 256];
+    // One turn each so that the caches hold what a long run leaves behind.
+    for (a, b, now) in pairs.iter_mut() {
+        round(a, b, now, &mut buf);
+    }
+    for i in 0..n {
+        let (a, b, now) = &mut pairs[i % PAIRS];
+        round(a, b, now, &mut buf);
+    }
+    for (a, _, _) in &pairs {
+        assert_eq!(a.wait_snd(), 0);
+        assert_eq!(a.stats().retransmits, 0);
+    }
+}
+
 // ----- helpers ----------------------------------------------------------------
 
 fn push_header() -> Header {
@@ -320,6 +356,11 @@ fn round(a: &mut Session, b: &mut Session, now: &mut u32, buf: &mut [u8]) {
 /// then enough single-message rounds to cycle every ring slot twice and
 /// take RTT samples. Ends with nothing queued, in flight or unread.
 fn warm_up(a: &mut Session, b: &mut Session, now: &mut u32, burst: usize) {
+    warm_up_for(a, b, now, burst, 2 * 2048);
+}
+
+/// [`warm_up`] with `rounds` single-message rounds at the end.
+fn warm_up_for(a: &mut Session, b: &mut Session, now: &mut u32, burst: usize, rounds: usize) {
     let mut buf = [0u8; 256];
     round(a, b, now, &mut buf); // learn the peer's window
     for _ in 0..burst {
@@ -340,7 +381,7 @@ fn warm_up(a: &mut Session, b: &mut Session, now: &mut u32, burst: usize) {
         deliver(b, a);
     }
     assert_eq!((got, a.wait_snd()), (burst, 0), "warm-up did not settle");
-    for _ in 0..2 * 2048 {
+    for _ in 0..rounds {
         round(a, b, now, &mut buf);
     }
     // One more interval so that neither side has anything left to say.

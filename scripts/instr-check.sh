@@ -59,7 +59,7 @@ fi
 
 fail=0
 results=()
-printf '%-20s %8s %14s %14s %8s\n' scenario iters 'instr/op' baseline change
+printf '%-26s %6s %10s %10s %s\n' scenario iters 'instr/op' baseline change
 while read -r name iters; do
     full=$(count "$name" 1)
     again=$(count "$name" 1)
@@ -85,7 +85,7 @@ while read -r name iters; do
         }')
         case "$verdict" in *REGRESSED) [ "$update" -eq 1 ] || fail=1 ;; esac
     fi
-    printf '%-20s %8s %14s %14s %s\n' "$name" "$iters" "$per_op" "${old:--}" "$verdict"
+    printf '%-26s %6s %10s %10s %s\n' "$name" "$iters" "$per_op" "${old:--}" "$verdict"
 done < <("$bin" --list)
 
 if [ "$update" -eq 1 ]; then
