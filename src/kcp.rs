@@ -40,6 +40,10 @@ impl<F: FnMut(&[u8]) -> KcpResult<usize>> KcpOutput for F {
     }
 }
 
+/// Largest per-segment RTO after backoff: the furthest a resend time can
+/// be and still compare as "later" (wrapping half range, ~24.8 days).
+const RTO_BACKOFF_MAX: u32 = i32::MAX as u32;
+
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
 
@@ -554,13 +558,17 @@ impl<O: KcpOutput> Kcp<O> {
                 needsend = true;
                 seg.xmit += 1;
                 out.stats.retransmits += 1;
-                seg.rto += if !self.cfg.nodelay {
+                let step = if !self.cfg.nodelay {
                     seg.rto.max(self.rx_rto)
                 } else if self.cfg.gentle_backoff {
                     self.rx_rto / 2
                 } else {
                     seg.rto / 2
                 };
+                // ikcp lets this grow unbounded; once past 2^31 ms the
+                // resend time reads as the past (resend every flush) and
+                // then the u32 overflows. Stop at the half range instead.
+                seg.rto = seg.rto.saturating_add(step).min(RTO_BACKOFF_MAX);
                 seg.resendts = current + seg.rto;
                 lost = true;
             } else if seg.fastack >= resent
