@@ -419,7 +419,10 @@ impl<O: KcpOutput> Kcp<O> {
         } else {
             ts_flush
         };
-        if self.acks.len() > 0 || self.probe != 0 || self.nsnd_que > 0 {
+        // Queued data leaves at the next flush only if the window has room;
+        // otherwise an ACK (input) or a timer below opens it.
+        let can_send = self.nsnd_que > 0 && self.snd_nxt < self.snd_una + self.send_window();
+        if self.acks.len() > 0 || self.probe != 0 || can_send {
             return tick.get();
         }
         let mut next: Option<Timestamp> = None;
@@ -462,6 +465,8 @@ impl<O: KcpOutput> Kcp<O> {
         let current = self.current;
         let wnd = self.wnd_unused();
         let resent = self.fast_resend_threshold();
+        // Nothing below changes the windows before new data is moved.
+        let cwnd = self.send_window();
         let mut out = Writer {
             buf: self.buffer.bytes(),
             len: 0,
@@ -518,10 +523,6 @@ impl<O: KcpOutput> Kcp<O> {
         self.probe = 0;
 
         // Move queued segments into flight as far as the window allows.
-        let mut cwnd = (self.cfg.snd_wnd as u32).min(self.rmt_wnd);
-        if !self.cfg.nc {
-            cwnd = cwnd.min(self.cwnd);
-        }
         while self.nsnd_que > 0 && self.snd_nxt < self.snd_una + cwnd {
             let seg = self.snd.at_mut(self.snd_nxt.get());
             seg.sn = self.snd_nxt;
@@ -948,6 +949,17 @@ impl<O: KcpOutput> Kcp<O> {
         if self.cwnd > self.rmt_wnd {
             self.cwnd = self.rmt_wnd;
             self.incr = self.rmt_wnd * mss;
+        }
+    }
+
+    /// Segments that may be in flight: the send window, the peer's window
+    /// and, unless `nc`, the congestion window.
+    fn send_window(&self) -> u32 {
+        let wnd = (self.cfg.snd_wnd as u32).min(self.rmt_wnd);
+        if self.cfg.nc {
+            wnd
+        } else {
+            wnd.min(self.cwnd)
         }
     }
 
