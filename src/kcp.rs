@@ -300,6 +300,13 @@ impl<O: KcpOutput> Kcp<O> {
         self.nsnd_buf + self.nsnd_que
     }
 
+    /// Asks the peer to announce its receive window: a `WASK` segment goes
+    /// out at the next flush, and every KCP implementation answers it with
+    /// `WINS`. Useful as a keep-alive, and to learn that a peer is there.
+    pub fn ask_window(&mut self) {
+        self.probe |= ASK_SEND;
+    }
+
     /// Bytes more that [`send`](Self::send) would accept now, as whole
     /// segments (stream mode may append a little more to the last one).
     pub fn send_capacity(&self) -> usize {

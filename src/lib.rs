@@ -73,6 +73,8 @@ pub mod error;
 #[cfg(feature = "fec")]
 pub mod fec;
 mod kcp;
+#[cfg(feature = "tokio")]
+pub mod net;
 mod segment;
 pub mod sequence;
 #[cfg(feature = "std")]
@@ -83,4 +85,6 @@ mod storage;
 pub use config::KcpConfig;
 pub use error::{KcpError, KcpResult};
 pub use kcp::{Kcp, KcpOutput};
+#[cfg(feature = "tokio")]
+pub use net::{KcpListener, KcpStream, ListenerStats, SessionConfig, SessionStats};
 pub use stats::KcpStats;

@@ -1,0 +1,203 @@
+//! [`SessionConfig`]: the protocol's knobs plus the session layer's.
+
+use std::io;
+use std::time::Duration;
+
+use crate::KcpConfig;
+
+/// Configuration of a [`KcpListener`](super::KcpListener) and of the
+/// sessions it accepts, or of one [`KcpStream`](super::KcpStream) made by
+/// `connect`.
+///
+/// A plain struct with a preset: start from [`SessionConfig::default`] and
+/// change what you need.
+///
+/// ```
+/// use kcp_rs::net::SessionConfig;
+/// use std::time::Duration;
+///
+/// let cfg = SessionConfig {
+///     idle_timeout: Duration::from_secs(10),
+///     max_sessions: 50_000,
+///     ..SessionConfig::default()
+/// };
+/// assert!(cfg.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionConfig {
+    /// The protocol configuration of every session. Both ends must agree on
+    /// `mtu`, `stream` and `initial_sn`.
+    ///
+    /// Default: [`KcpConfig::fast`] in message mode (`stream: false`), so
+    /// that [`send_msg`](super::KcpStream::send_msg) works and ikcp peers in
+    /// their default mode interoperate. Stream mode coalesces small writes
+    /// into full segments (fewer datagrams for chatty byte streams) but has
+    /// no message boundaries.
+    pub kcp: KcpConfig,
+    /// Conversation id used by [`KcpStream::connect`](super::KcpStream::connect);
+    /// `None` picks a random non-zero one. Ignored by listeners, which take
+    /// the id their peer chose.
+    pub conv: Option<u32>,
+    /// A session that receives no valid datagram for this long is closed;
+    /// its reads and writes fail with [`io::ErrorKind::TimedOut`]. This is
+    /// the bound within which a vanished peer is noticed. Keep it well above
+    /// [`keep_alive`](Self::keep_alive) so that a live but quiet peer is
+    /// not dropped. Default: 30 s.
+    pub idle_timeout: Duration,
+    /// When nothing has been received for this long, ask the peer for its
+    /// window (a KCP `WASK` segment, which every KCP implementation answers
+    /// with `WINS`): cheap traffic that keeps a quiet session, and NAT
+    /// mappings on the way, alive. `None` disables it, and then a quiet
+    /// session ends after `idle_timeout`. Default: 10 s.
+    pub keep_alive: Option<Duration>,
+    /// A session created by a peer's first datagram that has not answered
+    /// anything we sent within this time is removed silently (it was never
+    /// handed to `accept`). Default: 5 s.
+    pub half_open_timeout: Duration,
+    /// Most sessions one listener holds, half-open ones included. Datagrams
+    /// that would open more are dropped and counted. Default: 10 000.
+    pub max_sessions: usize,
+    /// Most sessions one source IP address may hold on a listener.
+    /// Default: 1 000.
+    pub max_sessions_per_ip: usize,
+    /// Sessions confirmed but not yet taken by `accept`. A session that
+    /// finds the backlog full is dropped. Default: 128.
+    pub accept_backlog: usize,
+    /// Bytes a stream buffers beyond KCP's own send window before `write`
+    /// returns `Pending` (and `try_write` `WouldBlock`). Writers wake as ACKs
+    /// free room. Default: 256 KiB.
+    pub send_queue_limit: usize,
+    /// Bytes received in order and waiting for the application beyond KCP's
+    /// own receive window (in message mode: about `recv_queue_limit / 16 KiB`
+    /// messages). When it is full the session stops taking data out of KCP,
+    /// KCP's advertised window closes and the peer stops sending.
+    /// Default: 256 KiB.
+    pub recv_queue_limit: usize,
+    /// Flush at once after a write instead of at the next `interval` tick:
+    /// lower latency, more (smaller) datagrams. Default: on.
+    pub flush_on_write: bool,
+    /// Flush at once after datagrams arrive, so ACKs leave immediately (and
+    /// new data as soon as ACKs open the window) instead of at the next
+    /// `interval` tick. Needed for high throughput. Default: on.
+    pub ack_nodelay: bool,
+    /// `SO_SNDBUF` requested for the UDP socket (`None`: the OS default).
+    /// The kernel may cap it (Linux: `net.core.wmem_max`). Default: 8 MiB.
+    pub socket_send_buffer: Option<usize>,
+    /// `SO_RCVBUF` requested for the UDP socket (`None`: the OS default).
+    /// With the OS default (about 200 KiB on Linux) a bulk transfer over
+    /// loopback overruns the buffer and most datagrams are lost. The kernel
+    /// may cap it (Linux: `net.core.rmem_max`). Default: 8 MiB.
+    pub socket_recv_buffer: Option<usize>,
+    // FEC (the `fec` feature) is to be configured here, next to the
+    // protocol settings: `pub fec: Option<crate::fec::FecConfig>`, applied by
+    // the endpoint between the socket and `Kcp::input` / the output path.
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            kcp: KcpConfig {
+                stream: false,
+                ..KcpConfig::fast()
+            },
+            conv: None,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            half_open_timeout: Duration::from_secs(5),
+            max_sessions: 10_000,
+            max_sessions_per_ip: 1_000,
+            accept_backlog: 128,
+            send_queue_limit: 256 * 1024,
+            recv_queue_limit: 256 * 1024,
+            flush_on_write: true,
+            ack_nodelay: true,
+            socket_send_buffer: Some(8 << 20),
+            socket_recv_buffer: Some(8 << 20),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] naming the first field that cannot
+    /// work, including those of [`KcpConfig::validate`].
+    pub fn validate(&self) -> io::Result<()> {
+        self.kcp.validate()?;
+        let bad = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_string()));
+        if self.idle_timeout.is_zero() {
+            return bad("idle_timeout must be positive");
+        }
+        if self.half_open_timeout.is_zero() {
+            return bad("half_open_timeout must be positive");
+        }
+        if self.keep_alive.is_some_and(|k| k.is_zero()) {
+            return bad("keep_alive must be positive");
+        }
+        if self.max_sessions == 0 || self.max_sessions_per_ip == 0 {
+            return bad("session limits must be at least 1");
+        }
+        if self.accept_backlog == 0 {
+            return bad("accept_backlog must be at least 1");
+        }
+        if self.send_queue_limit == 0 || self.send_queue_limit > u32::MAX as usize {
+            return bad("send_queue_limit must be within 1..=u32::MAX");
+        }
+        if self.recv_queue_limit == 0 {
+            return bad("recv_queue_limit must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Chunks the reader's queue holds (see `recv_queue_limit`).
+    pub(crate) fn recv_queue_chunks(&self) -> usize {
+        self.recv_queue_limit.div_ceil(RECV_CHUNK).max(2)
+    }
+}
+
+/// Largest piece of a byte stream handed to the reader at once.
+pub(crate) const RECV_CHUNK: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_message_mode() {
+        let c = SessionConfig::default();
+        assert!(c.validate().is_ok());
+        assert!(!c.kcp.stream);
+        assert!(c.keep_alive.unwrap() < c.idle_timeout);
+    }
+
+    #[test]
+    fn unworkable_configs_are_refused() {
+        let base = SessionConfig::default();
+        let bad = [
+            SessionConfig {
+                idle_timeout: Duration::ZERO,
+                ..base.clone()
+            },
+            SessionConfig {
+                max_sessions: 0,
+                ..base.clone()
+            },
+            SessionConfig {
+                send_queue_limit: 0,
+                ..base.clone()
+            },
+            SessionConfig {
+                kcp: KcpConfig {
+                    interval: 1,
+                    ..KcpConfig::fast()
+                },
+                ..base.clone()
+            },
+        ];
+        for c in bad {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{c:?}");
+        }
+    }
+}

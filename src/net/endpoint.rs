@@ -1,0 +1,783 @@
+//! The socket task: one per UDP socket. It reads datagrams, demultiplexes
+//! them by `(peer address, conv)` into sessions, drives every session's
+//! [`Kcp`](crate::Kcp) from a timer wheel, and moves bytes between the
+//! sessions and their stream handles.
+//!
+//! Each wake-up does bounded work: at most [`CMD_BATCH`] commands,
+//! [`RECV_BATCH`] datagrams and [`TIMER_BATCH`] expired timers per pass, and
+//! [`MAX_PASSES`] passes, then it yields, so one busy socket cannot starve
+//! the runtime. Sessions touched during a pass (by a datagram, a handle or a
+//! timer) are driven once at the end of it, so a burst of datagrams for one
+//! session is answered with one flush (one batch of ACKs).
+//!
+//! Time: a `u32` millisecond clock counted from the task's start (wrapping
+//! after 49 days, as KCP expects). After driving a session the task asks
+//! `Kcp::check` when the session next has work and files the session in a
+//! [`DelayQueue`] at that time, or earlier for the layer's own deadlines
+//! (idle timeout, keep-alive, half-open expiry). An idle session is filed
+//! about ten seconds ahead (or at its keep-alive) and costs nothing between.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::ReadBuf;
+use tokio::net::ToSocketAddrs;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::time::DelayQueue;
+use tracing::Instrument;
+
+use super::config::{SessionConfig, RECV_CHUNK};
+use super::session::{CloseReason, Cmd, Role, Session, Shared};
+use super::stats::Counters;
+use super::stream::KcpStream;
+use super::udp::{Outbox, UdpIo};
+use crate::codec::{peek_conv, Segments};
+use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WINS, OVERHEAD};
+use crate::{Kcp, KcpConfig, KcpError};
+
+/// Commands taken per pass.
+pub(crate) const CMD_BATCH: usize = 256;
+/// Datagrams read per pass.
+pub(crate) const RECV_BATCH: usize = 64;
+/// Expired timers taken per pass.
+pub(crate) const TIMER_BATCH: usize = 256;
+/// Passes per wake-up before yielding to the runtime.
+pub(crate) const MAX_PASSES: usize = 4;
+
+/// How often a half-open session repeats its window probe.
+const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
+
+/// A stream and its peer, as `accept` returns them.
+pub(crate) type Accepted = (KcpStream, SocketAddr);
+
+/// What the listener keeps of its socket task.
+pub(crate) struct ListenerParts {
+    pub accept_rx: mpsc::Receiver<Accepted>,
+    pub cmd_tx: mpsc::UnboundedSender<Cmd>,
+    pub counters: Arc<Counters>,
+    pub local: SocketAddr,
+}
+
+/// Binds a listening socket and spawns its task.
+pub(crate) async fn listen<A: ToSocketAddrs>(
+    addr: A,
+    cfg: SessionConfig,
+) -> io::Result<ListenerParts> {
+    cfg.validate()?;
+    let addr = resolve(addr).await?;
+    let io = UdpIo::bind(addr, &cfg)?;
+    let (accept_tx, accept_rx) = mpsc::channel(cfg.accept_backlog);
+    let ep = Endpoint::new(io, cfg, Some(accept_tx));
+    let parts = ListenerParts {
+        accept_rx,
+        cmd_tx: ep.cmd_tx.clone(),
+        counters: ep.counters.clone(),
+        local: ep.io.local_addr(),
+    };
+    let span = tracing::debug_span!("kcp_listener", local = %parts.local);
+    tokio::spawn(ep.run().instrument(span));
+    Ok(parts)
+}
+
+/// Opens a client session on a socket of its own and spawns its task.
+pub(crate) async fn connect<A: ToSocketAddrs>(
+    addr: A,
+    cfg: SessionConfig,
+) -> io::Result<KcpStream> {
+    cfg.validate()?;
+    let peer = resolve(addr).await?;
+    let bind: SocketAddr = if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let mut io = UdpIo::bind(bind, &cfg)?;
+    io.connect(peer).await?;
+    let conv = cfg.conv.unwrap_or_else(random_conv);
+    let mut ep = Endpoint::new(io, cfg, None);
+    let stream = ep.open_client(peer, conv)?;
+    let span = tracing::debug_span!("kcp_client", local = %ep.io.local_addr(), %peer, conv);
+    tokio::spawn(ep.run().instrument(span));
+    Ok(stream)
+}
+
+async fn resolve<A: ToSocketAddrs>(addr: A) -> io::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address resolved"))
+}
+
+fn random_conv() -> u32 {
+    loop {
+        let c: u32 = rand::random();
+        if c != 0 {
+            return c;
+        }
+    }
+}
+
+/// Whether a datagram for no known session looks like the first flight of a
+/// new one: only PUSH segments, the sender has received nothing
+/// (`una == initial_sn`), every `sn` within the first receive window, and
+/// the very first segment among them.
+///
+/// ikcp (and kcp-go, and this crate) start a conversation by sending data
+/// from `sn = initial_sn` (0 in ikcp); nothing else precedes it (the
+/// initial remote window is non-zero, so no window probe either). Requiring
+/// the first segment means a client that keeps retransmitting into a
+/// session this side already closed does not open a new one in the middle
+/// of its stream; if the first datagram of a real client is lost, KCP
+/// retransmits it.
+pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
+    let mut first = false;
+    for seg in Segments::new(data) {
+        let Ok((h, _)) = seg else {
+            return false;
+        };
+        if h.cmd != CMD_PUSH || h.una.get() != cfg.initial_sn {
+            return false;
+        }
+        let off = h.sn.get().wrapping_sub(cfg.initial_sn);
+        if off >= cfg.rcv_wnd as u32 {
+            return false;
+        }
+        first |= off == 0;
+    }
+    first
+}
+
+/// Whether a datagram answers something we sent (an ACK, or a WINS after
+/// our window probe).
+fn is_answer(data: &[u8]) -> bool {
+    Segments::new(data)
+        .map_while(Result::ok)
+        .any(|(h, _)| h.cmd == CMD_ACK || h.cmd == CMD_WINS)
+}
+
+/// How a session ended, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// No handle left and everything acknowledged.
+    Finished,
+    TimedOut,
+    HalfOpen,
+    Refused,
+    Other,
+}
+
+pub(crate) struct Endpoint {
+    io: UdpIo,
+    cfg: Arc<SessionConfig>,
+    epoch: Instant,
+    sessions: HashMap<u64, Session>,
+    by_key: HashMap<(SocketAddr, u32), u64>,
+    per_ip: HashMap<IpAddr, usize>,
+    timers: DelayQueue<u64>,
+    cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+    cmd_tx: mpsc::UnboundedSender<Cmd>,
+    accept_tx: Option<mpsc::Sender<Accepted>>,
+    dirty: Vec<u64>,
+    rx_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    tx: Outbox,
+    counters: Arc<Counters>,
+    next_id: u64,
+}
+
+impl Endpoint {
+    fn new(io: UdpIo, cfg: SessionConfig, accept_tx: Option<mpsc::Sender<Accepted>>) -> Endpoint {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let scratch = vec![0; RECV_CHUNK.max(cfg.kcp.rcv_wnd as usize * cfg.kcp.mss())];
+        Endpoint {
+            io,
+            cfg: Arc::new(cfg),
+            epoch: Instant::now(),
+            sessions: HashMap::new(),
+            by_key: HashMap::new(),
+            per_ip: HashMap::new(),
+            timers: DelayQueue::new(),
+            cmd_rx,
+            cmd_tx,
+            accept_tx,
+            dirty: Vec::new(),
+            rx_buf: vec![0; 65_536],
+            scratch,
+            tx: Outbox::default(),
+            counters: Arc::new(Counters::default()),
+            next_id: 1,
+        }
+    }
+
+    async fn run(mut self) {
+        poll_fn(|cx| self.poll_run(cx)).await;
+        tracing::debug!("socket task ended");
+    }
+
+    fn ms(&self, t: Instant) -> u32 {
+        // Truncation is the intended wrap-around of KCP's clock.
+        t.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    fn listening(&self) -> bool {
+        self.accept_tx.as_ref().is_some_and(|t| !t.is_closed())
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..MAX_PASSES {
+            let now = Instant::now();
+            let mut work = 0;
+            for _ in 0..CMD_BATCH {
+                match self.cmd_rx.poll_recv(cx) {
+                    Poll::Ready(Some(cmd)) => {
+                        work += 1;
+                        self.on_cmd(cmd);
+                    }
+                    _ => break,
+                }
+            }
+            let mut buf = std::mem::take(&mut self.rx_buf);
+            for _ in 0..RECV_BATCH {
+                let mut rb = ReadBuf::new(&mut buf);
+                match self.io.poll_recv_from(cx, &mut rb) {
+                    Poll::Ready(Ok(from)) => {
+                        work += 1;
+                        let len = rb.filled().len();
+                        self.on_datagram(from, &buf[..len], now);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        work += 1;
+                        self.on_recv_error(e);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            self.rx_buf = buf;
+            for _ in 0..TIMER_BATCH {
+                match self.timers.poll_expired(cx) {
+                    Poll::Ready(Some(expired)) => {
+                        work += 1;
+                        let id = expired.into_inner();
+                        if let Some(s) = self.sessions.get_mut(&id) {
+                            s.timer = None;
+                            s.deadline = None;
+                        }
+                        self.mark_dirty(id);
+                    }
+                    _ => break,
+                }
+            }
+            self.drive_dirty(now);
+            if self.sessions.is_empty() && !self.listening() {
+                return Poll::Ready(());
+            }
+            if work == 0 {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Wake(id) => self.mark_dirty(id),
+            Cmd::ListenerClosed => {
+                self.accept_tx = None;
+                let waiting: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.pending_stream.is_some())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in waiting {
+                    self.close(id, None, Ending::Other);
+                }
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: u64) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn on_recv_error(&mut self, e: io::Error) {
+        tracing::trace!(error = %e, "recv failed");
+        // On a connected socket an ICMP port unreachable comes back as
+        // ECONNREFUSED: the peer's port is closed. Believe it only while the
+        // peer has never answered (a stale ICMP must not end a live session).
+        if self.io.is_connected() && e.kind() == io::ErrorKind::ConnectionRefused {
+            let refused: Vec<u64> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.confirmed)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in refused {
+                let reason = CloseReason::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "the peer's host reports its port closed (ICMP port unreachable)",
+                );
+                self.close(id, Some(reason), Ending::Refused);
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        Counters::add(&self.counters.datagrams_in, 1);
+        let conv = match peek_conv(data) {
+            Some(c) if data.len() >= OVERHEAD => c,
+            _ => {
+                Counters::add(&self.counters.dropped_invalid, 1);
+                tracing::trace!(peer = %from, len = data.len(), "dropped: shorter than a header");
+                return;
+            }
+        };
+        let Some(&id) = self.by_key.get(&(from, conv)) else {
+            self.try_open(from, conv, data, now);
+            return;
+        };
+        let Some(sess) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = sess.kcp.input(data) {
+            Counters::add(&self.counters.dropped_invalid, 1);
+            tracing::trace!(peer = %from, conv, error = %e, "dropped: refused by the session");
+            return;
+        }
+        sess.last_recv = now;
+        sess.input_pending = true;
+        if !sess.confirmed && (sess.role == Role::Client || is_answer(data)) {
+            sess.confirmed = true;
+        }
+        self.mark_dirty(id);
+    }
+
+    /// A datagram for no known session: open one if it is a plausible first
+    /// flight and the limits allow.
+    fn try_open(&mut self, from: SocketAddr, conv: u32, data: &[u8], now: Instant) {
+        if !self.listening() || !is_first_flight(data, &self.cfg.kcp) {
+            Counters::add(&self.counters.dropped_unknown, 1);
+            tracing::trace!(peer = %from, conv, "dropped: no such session");
+            return;
+        }
+        let from_ip = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
+        if self.sessions.len() >= self.cfg.max_sessions || from_ip >= self.cfg.max_sessions_per_ip {
+            Counters::add(&self.counters.dropped_over_limit, 1);
+            tracing::trace!(peer = %from, conv, "dropped: session limit reached");
+            return;
+        }
+        let Ok((mut sess, stream)) = self.new_session(from, conv, Role::Server, now) else {
+            return;
+        };
+        if sess.kcp.input(data).is_err() {
+            Counters::add(&self.counters.dropped_invalid, 1);
+            return;
+        }
+        // Learn at once whether the peer is really there: every KCP peer
+        // answers a window probe.
+        sess.kcp.ask_window();
+        sess.pending_stream = Some(stream);
+        sess.input_pending = true;
+        tracing::debug!(peer = %from, conv, "session opened");
+        self.insert(sess);
+    }
+
+    fn open_client(&mut self, peer: SocketAddr, conv: u32) -> io::Result<KcpStream> {
+        let (sess, stream) = self.new_session(peer, conv, Role::Client, Instant::now())?;
+        tracing::debug!(%peer, conv, "session opened");
+        self.insert(sess);
+        Ok(stream)
+    }
+
+    fn new_session(
+        &mut self,
+        peer: SocketAddr,
+        conv: u32,
+        role: Role,
+        now: Instant,
+    ) -> io::Result<(Session, KcpStream)> {
+        let cfg = &self.cfg;
+        let kcp = Kcp::with_config(conv, Outbox::default(), cfg.kcp)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let shared = Arc::new(Shared::new(id, conv, peer, self.io.local_addr(), cfg));
+        let sem = Arc::new(Semaphore::new(cfg.send_queue_limit));
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue_chunks());
+        let stream = KcpStream::new(
+            shared.clone(),
+            self.cmd_tx.clone(),
+            sem.clone(),
+            out_tx,
+            in_rx,
+        );
+        let sess = Session {
+            shared,
+            kcp,
+            role,
+            sem,
+            out_rx,
+            front: None,
+            in_tx,
+            pending_stream: None,
+            timer: None,
+            deadline: None,
+            created: now,
+            last_recv: now,
+            last_probe: now,
+            confirmed: false,
+            dirty: false,
+            input_pending: false,
+            stats: Default::default(),
+        };
+        Ok((sess, stream))
+    }
+
+    fn insert(&mut self, sess: Session) {
+        let id = sess.shared.id;
+        let peer = sess.shared.peer;
+        self.by_key.insert((peer, sess.shared.conv), id);
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.sessions.insert(id, sess);
+        Counters::add(&self.counters.sessions_opened, 1);
+        Counters::add(&self.counters.sessions_active, 1);
+        self.mark_dirty(id);
+    }
+
+    fn close(&mut self, id: u64, reason: Option<CloseReason>, ending: Ending) {
+        let Some(mut sess) = self.sessions.remove(&id) else {
+            return;
+        };
+        let (peer, conv) = (sess.shared.peer, sess.shared.conv);
+        self.by_key.remove(&(peer, conv));
+        if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&peer.ip());
+            }
+        }
+        if let Some(k) = sess.timer.take() {
+            self.timers.try_remove(&k);
+        }
+        let c = &self.counters;
+        Counters::add(&c.sessions_closed, 1);
+        c.sessions_active.fetch_sub(1, Relaxed);
+        match ending {
+            Ending::TimedOut => Counters::add(&c.timed_out, 1),
+            Ending::HalfOpen => Counters::add(&c.half_open_expired, 1),
+            _ => {}
+        }
+        sess.publish_stats();
+        match reason {
+            Some(r) => {
+                tracing::debug!(%peer, conv, reason = %r, "session closed");
+                sess.shared.close(r);
+            }
+            None => {
+                tracing::debug!(%peer, conv, ?ending, "session closed");
+                sess.shared.close(CloseReason::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "session closed",
+                ));
+            }
+        }
+        // Dropping `sess` closes the send semaphore and the reader's channel.
+    }
+
+    fn drive_dirty(&mut self, now: Instant) {
+        let mut list = std::mem::take(&mut self.dirty);
+        for id in list.drain(..) {
+            if let Some((reason, ending)) = self.drive(id, now) {
+                self.close(id, reason, ending);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = list; // keep the allocation
+        }
+    }
+
+    /// Does everything due for one session: layer timers, writes into KCP,
+    /// reads out of it, `update`/`flush`, sending, and filing its next
+    /// deadline. Returns why to close it, if it must go.
+    fn drive(&mut self, id: u64, now: Instant) -> Option<(Option<CloseReason>, Ending)> {
+        let now_ms = self.ms(now);
+        let cfg = &*self.cfg;
+        let sess = self.sessions.get_mut(&id)?;
+        sess.dirty = false;
+        sess.shared.wake_pending.store(false, SeqCst);
+
+        if now >= sess.last_recv + cfg.idle_timeout {
+            let msg = format!(
+                "no datagram from the peer for {:?} (idle timeout)",
+                cfg.idle_timeout
+            );
+            return Some((
+                Some(CloseReason::new(io::ErrorKind::TimedOut, msg)),
+                Ending::TimedOut,
+            ));
+        }
+        let mut force = false;
+        if sess.role == Role::Server && !sess.confirmed {
+            if now >= sess.created + cfg.half_open_timeout {
+                return Some((None, Ending::HalfOpen));
+            }
+            // The probe or its answer may be lost: ask again until answered.
+            if now >= sess.last_probe + HALF_OPEN_PROBE {
+                sess.kcp.ask_window();
+                sess.last_probe = now;
+                force = true;
+            }
+        } else if let Some(stream) = sess.pending_stream.take() {
+            let peer = sess.shared.peer;
+            match self.accept_tx.as_ref().map(|t| t.try_send((stream, peer))) {
+                Some(Ok(())) => Counters::add(&self.counters.sessions_accepted, 1),
+                Some(Err(TrySendError::Full(_))) => {
+                    Counters::add(&self.counters.dropped_over_limit, 1);
+                    tracing::debug!(%peer, "accept backlog full: session dropped");
+                    return Some((None, Ending::Refused));
+                }
+                _ => return Some((None, Ending::Other)),
+            }
+        }
+        if let Some(k) = cfg.keep_alive {
+            if now >= sess.last_recv.max(sess.last_probe) + k {
+                sess.kcp.ask_window();
+                sess.last_probe = now;
+                sess.stats.keepalives_sent += 1;
+                force = true;
+            }
+        }
+
+        let shutdown = sess.shared.write_shutdown.load(SeqCst);
+        let wrote = match pump_writes(sess) {
+            Ok(w) => w,
+            Err(()) => return Some((Some(dead_link(cfg)), Ending::TimedOut)),
+        };
+        pump_reads(sess, &mut self.scratch);
+
+        force |= sess.input_pending && cfg.ack_nodelay;
+        force |= wrote && cfg.flush_on_write;
+        force |= sess.shared.flush_requested.swap(false, SeqCst);
+        sess.input_pending = false;
+        std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
+        sess.kcp.update(now_ms);
+        if force {
+            sess.kcp.flush();
+        }
+        std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
+        if !self.tx.lens.is_empty() {
+            let r = self.io.send(sess.shared.peer, &self.tx);
+            self.tx.clear();
+            Counters::add(&self.counters.datagrams_out, r.sent);
+            Counters::add(&self.counters.send_errors, r.dropped);
+            sess.stats.send_dropped += r.dropped;
+        }
+        if sess.kcp.is_dead() {
+            return Some((Some(dead_link(cfg)), Ending::TimedOut));
+        }
+        if shutdown && sess.all_acked() {
+            let waker = {
+                let mut st = sess.shared.state();
+                st.shutdown_done = true;
+                st.shutdown_waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        if sess.finished() {
+            return Some((None, Ending::Finished));
+        }
+        sess.publish_stats();
+
+        // File the next deadline.
+        let wait = sess.kcp.check(now_ms).wrapping_sub(now_ms);
+        let wait = if wait > i32::MAX as u32 { 0 } else { wait };
+        let mut at = now + Duration::from_millis(wait as u64);
+        at = at.min(sess.last_recv + cfg.idle_timeout);
+        if sess.role == Role::Server && !sess.confirmed {
+            at = at.min(sess.created + cfg.half_open_timeout);
+            at = at.min(sess.last_probe + HALF_OPEN_PROBE);
+        }
+        if let Some(k) = cfg.keep_alive {
+            at = at.min(sess.last_recv.max(sess.last_probe) + k);
+        }
+        match &sess.timer {
+            Some(key) if sess.deadline != Some(at) => self.timers.reset_at(key, at),
+            Some(_) => {}
+            None => sess.timer = Some(self.timers.insert_at(id, at)),
+        }
+        sess.deadline = Some(at);
+        None
+    }
+}
+
+fn dead_link(cfg: &SessionConfig) -> CloseReason {
+    CloseReason::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "dead link: a segment was sent {} times without an ACK",
+            cfg.kcp.dead_link
+        ),
+    )
+}
+
+/// Moves what the application wrote into KCP while it has room, giving the
+/// writer its permits back. `Err` when the link is dead.
+fn pump_writes(sess: &mut Session) -> Result<bool, ()> {
+    let mut moved = false;
+    loop {
+        let mut item = match sess.front.take() {
+            Some(item) => item,
+            None => match sess.out_rx.try_recv() {
+                Ok(item) => item,
+                Err(_) => break,
+            },
+        };
+        match sess.kcp.send(&item.data) {
+            Ok(n) if n >= item.data.len() => {
+                sess.sem.add_permits(item.permits);
+                sess.stats.app_bytes_sent += n as u64;
+                moved = true;
+            }
+            Ok(n) => {
+                // Stream mode, KCP full after part of the chunk.
+                item.data.advance(n);
+                let back = n.min(item.permits);
+                item.permits -= back;
+                sess.sem.add_permits(back);
+                sess.stats.app_bytes_sent += n as u64;
+                moved |= n > 0;
+                sess.front = Some(item);
+                break;
+            }
+            Err(KcpError::BufferFull) => {
+                sess.front = Some(item);
+                break;
+            }
+            Err(KcpError::DeadLink) => {
+                sess.front = Some(item);
+                return Err(());
+            }
+            Err(e) => {
+                // The stream checked sizes, so this is not expected; drop the
+                // chunk rather than wedge the queue.
+                tracing::debug!(error = %e, "chunk refused by KCP");
+                sess.sem.add_permits(item.permits);
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Hands what KCP has received in order to the reader while its queue has
+/// room; when it is full, stops (KCP's window closes) and asks to be woken.
+/// With the reader gone, the data is discarded.
+fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) {
+    let stream = sess.shared.stream_mode;
+    while let Ok(size) = sess.kcp.peek_size() {
+        let permit = match sess.in_tx.try_reserve() {
+            Ok(p) => Some(p),
+            Err(TrySendError::Closed(())) => None,
+            Err(TrySendError::Full(())) => {
+                sess.shared.rx_blocked.store(true, SeqCst);
+                match sess.in_tx.try_reserve() {
+                    Ok(p) => Some(p),
+                    Err(TrySendError::Closed(())) => None,
+                    Err(TrySendError::Full(())) => break,
+                }
+            }
+        };
+        let want = if stream { RECV_CHUNK } else { size };
+        if scratch.len() < want {
+            scratch.resize(want, 0);
+        }
+        let Ok(n) = sess.kcp.recv(&mut scratch[..want]) else {
+            break;
+        };
+        sess.stats.app_bytes_received += n as u64;
+        if let Some(p) = permit {
+            if n > 0 || !stream {
+                p.send(Bytes::copy_from_slice(&scratch[..n]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Header;
+    use crate::sequence::{Seq, Timestamp};
+
+    fn seg(cmd: u8, sn: u32, una: u32) -> Vec<u8> {
+        let h = Header {
+            conv: 9,
+            cmd,
+            frg: 0,
+            wnd: 128,
+            ts: Timestamp::new(0),
+            sn: Seq::new(sn),
+            una: Seq::new(una),
+            len: 0,
+        };
+        let mut b = vec![0; OVERHEAD];
+        h.emit(&mut b);
+        b
+    }
+
+    #[test]
+    fn first_flight_rules() {
+        let cfg = KcpConfig::default();
+        assert!(is_first_flight(&seg(CMD_PUSH, 0, 0), &cfg));
+        let mut two = seg(CMD_PUSH, 1, 0);
+        two.extend(seg(CMD_PUSH, 0, 0));
+        assert!(is_first_flight(&two, &cfg));
+        // Not the first segment, data already received, not data, too far.
+        assert!(!is_first_flight(&seg(CMD_PUSH, 1, 0), &cfg));
+        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 3), &cfg));
+        assert!(!is_first_flight(&seg(CMD_ACK, 0, 0), &cfg));
+        assert!(!is_first_flight(
+            &seg(crate::constants::CMD_WASK, 0, 0),
+            &cfg
+        ));
+        let mut far = seg(CMD_PUSH, 0, 0);
+        far.extend(seg(CMD_PUSH, 500, 0));
+        assert!(!is_first_flight(&far, &cfg));
+        // Truncated, garbage.
+        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 0)[..20], &cfg));
+        assert!(!is_first_flight(&[0xff; 64], &cfg));
+        // Initial sn other than 0.
+        let cfg = KcpConfig {
+            initial_sn: u32::MAX - 1,
+            ..cfg
+        };
+        assert!(is_first_flight(
+            &seg(CMD_PUSH, u32::MAX - 1, u32::MAX - 1),
+            &cfg
+        ));
+        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 0), &cfg));
+    }
+
+    #[test]
+    fn answers_are_acks_and_window_reports() {
+        assert!(is_answer(&seg(CMD_ACK, 0, 0)));
+        assert!(is_answer(&seg(CMD_WINS, 0, 0)));
+        assert!(!is_answer(&seg(CMD_PUSH, 0, 0)));
+    }
+}

@@ -1,0 +1,50 @@
+//! The tokio session layer: [`KcpListener`] and [`KcpStream`] over UDP.
+//!
+//! ```text
+//!  KcpStream ──(send queue: semaphore of bytes + channel)──▶ ┐
+//!  KcpStream ◀──(bounded channel of received chunks)──────── │ socket task
+//!                                                            │  demux by (peer, conv)
+//!  UDP socket ◀──────────────── datagrams ─────────────────▶ │  DelayQueue of deadlines
+//!                                                            ┘  Kcp per session
+//! ```
+//!
+//! One task per UDP socket ([`endpoint`](self) internals) owns every
+//! session's [`Kcp`](crate::Kcp): no lock is taken on the datagram path and
+//! sessions are not tasks. It reads a bounded batch of datagrams per
+//! wake-up, hands each to its session by `(peer address, conv)` (a std
+//! `HashMap`: the keys come from the network, so they get SipHash), drives
+//! the sessions touched, and files each session's next deadline (what
+//! `Kcp::check` names, or the layer's idle/keep-alive/half-open deadline) in
+//! a timer wheel. An idle session costs no CPU.
+//!
+//! **Back-pressure, both ways.** A writer takes permits from a semaphore of
+//! [`SessionConfig::send_queue_limit`] bytes before its bytes are queued,
+//! and gets them back as KCP takes the bytes, which it does as ACKs free its
+//! window: a writer to a slow peer returns `Pending`. The task takes data out
+//! of KCP only while the reader's bounded queue has room; otherwise KCP's
+//! advertised window closes and the peer stops. Nothing grows without bound.
+//!
+//! **Opening.** [`KcpStream::connect`] uses a socket of its own and returns
+//! at once (KCP has no handshake). A listener opens a session for a datagram
+//! that looks like a conversation's first flight, within its limits, and
+//! hands it to `accept` once the peer has answered a window probe.
+//!
+//! **Ending.** KCP has no FIN; see [`KcpStream`'s docs](KcpStream#how-a-session-ends).
+//! A vanished peer is noticed within [`SessionConfig::idle_timeout`].
+//!
+//! **Observability.** `tracing` events at `debug` on session open and
+//! close (with the reason), at `trace` for each dropped datagram; counters
+//! in [`SessionStats`] and [`ListenerStats`].
+
+mod config;
+mod endpoint;
+mod listener;
+mod session;
+mod stats;
+mod stream;
+mod udp;
+
+pub use config::SessionConfig;
+pub use listener::{Incoming, KcpListener};
+pub use stats::{ListenerStats, SessionStats};
+pub use stream::{KcpStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
