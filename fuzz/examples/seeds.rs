@@ -1,0 +1,115 @@
+//! Writes the seed corpora to `fuzz/seeds/<target>/`:
+//!
+//! ```text
+//! cargo run --manifest-path fuzz/Cargo.toml --example seeds
+//! ```
+//!
+//! - `kcp_input`: for a spread of flag bytes, the peer's genuine datagrams
+//!   from the prelude (replays), plus hand-made segments with the right conv
+//!   (window probes, a zero window, an ACK from far in the past, data at and
+//!   beyond the receive window);
+//! - `codec_header`: single genuine datagrams;
+//! - `kcp_stateful`: pseudo-random byte strings, which `arbitrary` decodes
+//!   into operation sequences.
+//!
+//! Deterministic: running it twice writes the same files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kcp_rs::codec::Header;
+use kcp_rs::constants::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS};
+use kcp_rs::sequence::{Seq, Timestamp};
+use kcp_rs_fuzz::duo::CONV;
+use kcp_rs_fuzz::input::{encode, prelude, victim};
+
+fn main() -> std::io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let dir = |t: &str| -> std::io::Result<PathBuf> {
+        let d = root.join(t);
+        fs::create_dir_all(&d)?;
+        Ok(d)
+    };
+    let (input, codec, stateful) = (
+        dir("kcp_input")?,
+        dir("codec_header")?,
+        dir("kcp_stateful")?,
+    );
+
+    for flags in [
+        0x00u8, 0x01, 0x02, 0x03, 0x05, 0x0a, 0x0d, 0x13, 0x22, 0x31, 0x46, 0x7f,
+    ] {
+        let d = prelude(flags);
+        let peer = 1 - victim(flags);
+        let genuine: Vec<Vec<u8>> = (0..6).filter_map(|i| d.recent(peer, i)).collect();
+        let refs: Vec<&[u8]> = genuine.iter().map(Vec::as_slice).collect();
+        fs::write(
+            input.join(format!("replay-{flags:02x}")),
+            encode(flags, &refs),
+        )?;
+        for (i, g) in genuine.iter().take(2).enumerate() {
+            fs::write(codec.join(format!("genuine-{flags:02x}-{i}")), g)?;
+        }
+
+        let sn = if flags & 0x10 != 0 { u32::MAX - 2 } else { 0 };
+        let crafted = crafted(sn);
+        let refs: Vec<&[u8]> = crafted.iter().map(Vec::as_slice).collect();
+        fs::write(
+            input.join(format!("crafted-{flags:02x}")),
+            encode(flags, &refs),
+        )?;
+    }
+
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for (i, len) in [64usize, 256, 1024, 4096].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        fs::write(stateful.join(format!("random-{i}")), bytes)?;
+    }
+    println!("seeds written to {}", root.display());
+    Ok(())
+}
+
+/// Hand-made datagrams with the right conv, sequence numbers near `sn`.
+fn crafted(sn: u32) -> Vec<Vec<u8>> {
+    let seg = |cmd, frg, wnd, ts: u32, s: u32, una: u32, data: &[u8]| {
+        let h = Header {
+            conv: CONV,
+            cmd,
+            frg,
+            wnd,
+            ts: Timestamp::new(ts),
+            sn: Seq::new(s),
+            una: Seq::new(una),
+            len: data.len() as u32,
+        };
+        let mut b = vec![0u8; Header::LEN];
+        h.emit(&mut b);
+        b.extend_from_slice(data);
+        b
+    };
+    let mut two = seg(CMD_WASK, 0, 128, 0, 0, sn, &[]);
+    two.extend(seg(CMD_WINS, 0, 0, 0, 0, sn, &[]));
+    vec![
+        two,
+        seg(CMD_ACK, 0, 128, 0x8000_0000, sn, sn, &[]),
+        seg(
+            CMD_ACK,
+            0,
+            128,
+            1,
+            sn.wrapping_add(1),
+            sn.wrapping_add(5),
+            &[],
+        ),
+        seg(CMD_PUSH, 1, 128, 0, sn.wrapping_add(3), sn, b"first of two"),
+        seg(CMD_PUSH, 0, 128, 0, sn.wrapping_add(200), sn, b"far ahead"),
+        seg(CMD_WINS, 0, 1, 0, 0, sn, &[]),
+    ]
+}
