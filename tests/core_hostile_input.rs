@@ -544,7 +544,7 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
 fn proptest_config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b63_70),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x006b_6370),
         failure_persistence: None,
         ..ProptestConfig::default()
     }
