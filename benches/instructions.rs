@@ -88,6 +88,11 @@ const SCENARIOS: &[Scenario] = &[
         run: message_round,
     },
     Scenario {
+        name: "message_round_mss",
+        iters: 1_000,
+        run: message_round_mss,
+    },
+    Scenario {
         name: "message_round_1024_pairs",
         iters: 2 * PAIRS,
         run: message_round_1024_pairs,
@@ -284,6 +289,22 @@ fn message_round(n: usize) {
     assert_eq!(a.stats().retransmits, 0);
 }
 
+/// `message_round` with a message of exactly one MSS (1 376 bytes at the
+/// default MTU): the difference from `message_round` is the cost of the
+/// payload copies.
+fn message_round_mss(n: usize) {
+    let (mut a, mut b) = sessions(KcpConfig::fast());
+    let mut now = T0;
+    warm_up(&mut a, &mut b, &mut now, 200);
+    let msg = vec![0x5au8; a.mss()];
+    let mut buf = vec![0u8; a.mss()];
+    for _ in 0..n {
+        round_with(&mut a, &mut b, &mut now, &msg, &mut buf);
+    }
+    assert_eq!(a.wait_snd(), 0);
+    assert_eq!(a.stats().retransmits, 0);
+}
+
 /// `message_round` over 1 024 session pairs in turn, as a server with many
 /// active conversations would: the same instructions, but each pair's state
 /// has gone cold in the caches by the time its turn comes again. This is the
@@ -339,14 +360,20 @@ fn deliver(from: &mut Session, to: &mut Session) {
         .drain(|d| to.input(d).expect("an honest datagram"));
 }
 
-/// One message from `a` to `b` and its ACK back, one interval later.
+/// One [`MSG`] from `a` to `b` and its ACK back, one interval later.
 #[inline(always)]
 fn round(a: &mut Session, b: &mut Session, now: &mut u32, buf: &mut [u8]) {
-    assert_eq!(a.send(black_box(&MSG)), Ok(MSG.len()));
+    round_with(a, b, now, &MSG, buf);
+}
+
+/// One `msg` from `a` to `b` and its ACK back, one interval later.
+#[inline(always)]
+fn round_with(a: &mut Session, b: &mut Session, now: &mut u32, msg: &[u8], buf: &mut [u8]) {
+    assert_eq!(a.send(black_box(msg)), Ok(msg.len()));
     *now = now.wrapping_add(a.config().interval);
     a.update(*now);
     deliver(a, b);
-    assert_eq!(b.recv(black_box(&mut *buf)), Ok(MSG.len()));
+    assert_eq!(b.recv(black_box(&mut *buf)), Ok(msg.len()));
     b.update(*now);
     deliver(b, a);
 }
