@@ -9,8 +9,8 @@
 //!   (window probes, a zero window, an ACK from far in the past, data at and
 //!   beyond the receive window);
 //! - `codec_header`: single genuine datagrams;
-//! - `kcp_stateful`: pseudo-random byte strings, which `arbitrary` decodes
-//!   into operation sequences.
+//! - `kcp_stateful` and `fec_decode`: pseudo-random byte strings, which
+//!   `arbitrary` decodes into operation sequences.
 //!
 //! Deterministic: running it twice writes the same files.
 
@@ -30,11 +30,8 @@ fn main() -> std::io::Result<()> {
         fs::create_dir_all(&d)?;
         Ok(d)
     };
-    let (input, codec, stateful) = (
-        dir("kcp_input")?,
-        dir("codec_header")?,
-        dir("kcp_stateful")?,
-    );
+    let (input, codec) = (dir("kcp_input")?, dir("codec_header")?);
+    let (stateful, fec) = (dir("kcp_stateful")?, dir("fec_decode")?);
 
     for flags in [
         0x00u8, 0x01, 0x02, 0x03, 0x05, 0x0a, 0x0d, 0x13, 0x22, 0x31, 0x46, 0x7f,
@@ -70,7 +67,8 @@ fn main() -> std::io::Result<()> {
                 (x >> 32) as u8
             })
             .collect();
-        fs::write(stateful.join(format!("random-{i}")), bytes)?;
+        fs::write(stateful.join(format!("random-{i}")), &bytes)?;
+        fs::write(fec.join(format!("random-{i}")), &bytes)?;
     }
     println!("seeds written to {}", root.display());
     Ok(())

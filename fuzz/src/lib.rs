@@ -9,7 +9,9 @@
 //!   exchanged messages, then a clean exchange with its real peer;
 //! - [`stateful`]: an `arbitrary` sequence of operations on a pair (sends,
 //!   receives, loss, reordering, replayed, truncated and mutated datagrams,
-//!   clock jumps), then an honest link until everything sent is delivered.
+//!   clock jumps), then an honest link until everything sent is delivered;
+//! - [`fec`]: the FEC decoder on genuine, lost, replayed, mutated and
+//!   arbitrary packets, then a fresh group that must be recovered.
 //!
 //! [`duo`] holds what the two session harnesses share: the pair, an honest
 //! FIFO wire, a ledger of what each side genuinely sent (to tell harmless
@@ -18,5 +20,6 @@
 
 pub mod codec;
 pub mod duo;
+pub mod fec;
 pub mod input;
 pub mod stateful;

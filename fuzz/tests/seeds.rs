@@ -41,3 +41,12 @@ fn kcp_stateful_seeds_pass() {
         kcp_rs_fuzz::stateful::run(&scenario);
     }
 }
+
+#[test]
+fn fec_decode_seeds_pass() {
+    for s in seeds("fec_decode") {
+        let scenario = kcp_rs_fuzz::fec::FecScenario::arbitrary(&mut Unstructured::new(&s))
+            .expect("seed decodes");
+        kcp_rs_fuzz::fec::run(&scenario);
+    }
+}
