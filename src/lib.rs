@@ -61,7 +61,7 @@
 //! Without default features the core is `#![no_std]` and needs no allocator.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
