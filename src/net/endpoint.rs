@@ -75,6 +75,7 @@ pub(crate) async fn listen<A: ToSocketAddrs>(
     cfg.validate()?;
     let addr = resolve(addr).await?;
     let io = UdpIo::bind(addr, &cfg)?;
+    io.ready().await?;
     let (accept_tx, accept_rx) = mpsc::channel(cfg.accept_backlog);
     let ep = Endpoint::new(io, cfg, Some(accept_tx));
     let parts = ListenerParts {
@@ -102,6 +103,7 @@ pub(crate) async fn connect<A: ToSocketAddrs>(
     };
     let mut io = UdpIo::bind(bind, &cfg)?;
     io.connect(peer).await?;
+    io.ready().await?;
     let conv = cfg.conv.unwrap_or_else(random_conv);
     let mut ep = Endpoint::new(io, cfg, None);
     let stream = ep.open_client(peer, conv)?;

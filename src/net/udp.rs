@@ -93,6 +93,13 @@ impl UdpIo {
         Ok(())
     }
 
+    /// Waits until the reactor has reported the socket writable once:
+    /// tokio's `try_send*` refuse to send before that, and the first flush
+    /// would be dropped.
+    pub async fn ready(&self) -> io::Result<()> {
+        self.socket.writable().await
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }

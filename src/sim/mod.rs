@@ -10,6 +10,8 @@
 //! can be replayed exactly.
 
 pub mod link;
+#[cfg(feature = "tokio")]
+pub mod relay;
 mod rng;
 
 pub use link::{Link, LinkConfig, LinkStats, Outbox, Pair};
