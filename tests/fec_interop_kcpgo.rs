@@ -328,6 +328,10 @@ fn our_client_echoes_through_kcp_go_server() {
     );
     assert!(link.dropped > 0);
     assert!(
+        link.enc.stats().empty_packets > 0,
+        "no group was closed early: the empty data packets went untested"
+    );
+    assert!(
         stat(&end, "recovered") > 0,
         "kcp-go recovered nothing from our parity: {end}"
     );

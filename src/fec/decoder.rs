@@ -2,7 +2,7 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::config::{FecConfig, FecError, MAX_SHARDS};
+use super::config::{FecConfig, FecError};
 use super::framing::{kcp_bytes_of_shard, seqid_diff, Packet, ShardKind};
 
 /// Counters of a [`FecDecoder`] since it was built.
@@ -107,11 +107,9 @@ pub struct FecDecoder {
     cfg: FecConfig,
     codec: ReedSolomon,
     groups: Vec<Group>,
-    /// `rx_groups × (k + m)` shards of `max_shard` bytes each.
-    store: Vec<u8>,
-    /// Per shard of `store`: held or not, and its length.
-    present: Vec<bool>,
-    lens: Vec<usize>,
+    /// `rx_groups × (k + m)` shards, each with room for `max_shard` bytes,
+    /// and whether it is held: the form `reconstruct_data` takes.
+    shards: Vec<(Vec<u8>, bool)>,
     stats: FecDecoderStats,
 }
 
@@ -129,9 +127,9 @@ impl FecDecoder {
             cfg: config,
             codec,
             groups: vec![FREE; config.rx_groups],
-            store: vec![0; shards * config.max_shard()],
-            present: vec![false; shards],
-            lens: vec![0; shards],
+            shards: (0..shards)
+                .map(|_| (Vec::with_capacity(config.max_shard()), false))
+                .collect(),
             stats: FecDecoderStats::default(),
         })
     }
@@ -180,8 +178,9 @@ impl FecDecoder {
         };
         let slot = g * self.cfg.group_len() + index;
         let group = self.groups[g];
-        if group.state == State::Done || self.present[slot] {
-            if self.present[slot] || is_data {
+        let held = self.shards[slot].1;
+        if group.state == State::Done || held {
+            if held || is_data {
                 self.stats.duplicates += 1;
             } else {
                 self.stats.parity_unused += 1;
@@ -202,10 +201,10 @@ impl FecDecoder {
         }
 
         let mut delivered = self.deliver_data(&packet, &mut deliver);
-        let cap = self.cfg.max_shard();
-        self.store[slot * cap..slot * cap + shard.len()].copy_from_slice(shard);
-        self.present[slot] = true;
-        self.lens[slot] = shard.len();
+        let (buf, held) = &mut self.shards[slot];
+        buf.clear();
+        buf.extend_from_slice(shard); // within capacity: max_packet was checked
+        *held = true;
         let group = &mut self.groups[g];
         group.received += 1;
         if is_data {
@@ -320,47 +319,33 @@ impl FecDecoder {
             self.stats.unrecoverable_groups += 1;
         }
         let n = self.cfg.group_len();
-        self.present[g * n..(g + 1) * n].fill(false);
+        for (_, held) in &mut self.shards[g * n..(g + 1) * n] {
+            *held = false;
+        }
         self.groups[g] = FREE;
     }
 
     /// Rebuilds the missing data shards of group `g` (which holds at least
     /// `k` shards, one of them parity) and delivers those not seen before.
     fn recover(&mut self, g: usize, deliver: &mut impl FnMut(&[u8])) -> usize {
-        let (k, n, cap) = (
-            self.cfg.data_shards,
-            self.cfg.group_len(),
-            self.cfg.max_shard(),
-        );
+        let (k, n) = (self.cfg.data_shards, self.cfg.group_len());
         let group = self.groups[g];
         let len = group.parity_len.max(group.data_len);
-        let present = &self.present[g * n..(g + 1) * n];
-        let lens = &self.lens[g * n..(g + 1) * n];
-        let region = &mut self.store[g * n * cap..(g + 1) * n * cap];
-
-        let mut shards: [(&mut [u8], bool); MAX_SHARDS] =
-            core::array::from_fn(|_| (Default::default(), false));
-        for (i, (slot, chunk)) in shards
-            .iter_mut()
-            .zip(region.chunks_exact_mut(cap))
-            .enumerate()
-        {
-            if present[i] {
-                // kcp-go pads every shard with zeros to the longest.
-                chunk[lens[i]..len].fill(0);
-            }
-            *slot = (&mut chunk[..len], present[i]);
+        let shards = &mut self.shards[g * n..(g + 1) * n];
+        let mut missing = [false; super::MAX_SHARDS];
+        for ((buf, held), gone) in shards.iter_mut().zip(&mut missing) {
+            // kcp-go pads every shard with zeros to the longest; resizing
+            // within the reserved capacity allocates nothing.
+            buf.resize(len, 0);
+            *gone = !*held;
         }
-        if self.codec.reconstruct_data(&mut shards[..n]).is_err() {
+        if self.codec.reconstruct_data(shards).is_err() {
             self.stats.recovery_errors += 1;
             return 0;
         }
         let mut delivered = 0;
-        for (shard, was_present) in &shards[..k] {
-            if *was_present {
-                continue;
-            }
-            match kcp_bytes_of_shard(shard) {
+        for ((buf, _), _) in shards[..k].iter().zip(&missing).filter(|(_, gone)| **gone) {
+            match kcp_bytes_of_shard(buf) {
                 Some([]) => {} // an empty shard that closed the group early
                 Some(kcp) => {
                     deliver(kcp);

@@ -2,7 +2,7 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::config::{FecConfig, FecError, MAX_SHARDS};
+use super::config::{FecConfig, FecError};
 use super::framing::{
     seqid_wrap, FecHeader, ShardKind, EMPTY_DATA_LEN, FEC_OVERHEAD, HEADER_LEN, SIZE_LEN,
 };
@@ -45,11 +45,9 @@ pub struct FecEncoderStats {
 pub struct FecEncoder {
     cfg: FecConfig,
     codec: ReedSolomon,
-    /// `k + m` packet buffers of `max_packet` bytes, back to back: header at
+    /// `k + m` packet buffers with room for `max_packet` bytes: header at
     /// 0..6, shard after it, so packets are emitted without another copy.
-    bufs: Vec<u8>,
-    /// Shard lengths of the open group's data packets.
-    lens: Vec<usize>,
+    bufs: Vec<PacketBuf>,
     /// Data shards in the open group.
     count: usize,
     /// Longest shard of the open group.
@@ -85,8 +83,9 @@ impl FecEncoder {
         Ok(FecEncoder {
             cfg: config,
             codec,
-            bufs: vec![0; n * config.max_packet],
-            lens: vec![0; config.data_shards],
+            bufs: (0..n)
+                .map(|_| PacketBuf(Vec::with_capacity(config.max_packet)))
+                .collect(),
             count: 0,
             longest: 0,
             next: start - start % n as u32,
@@ -116,15 +115,9 @@ impl FecEncoder {
         }
         let shard_len = SIZE_LEN + kcp_datagram.len();
         let seqid = self.take_seqid();
-        let buf = self.packet_buf(self.count);
-        FecHeader {
-            seqid,
-            kind: ShardKind::Data,
-        }
-        .emit(buf);
-        buf[HEADER_LEN..FEC_OVERHEAD].copy_from_slice(&(shard_len as u16).to_le_bytes());
-        buf[FEC_OVERHEAD..HEADER_LEN + shard_len].copy_from_slice(kcp_datagram);
-        emit(&buf[..HEADER_LEN + shard_len]);
+        let buf = self.data_buf(seqid, shard_len as u16);
+        buf.extend_from_slice(kcp_datagram);
+        emit(buf);
         self.stats.data_packets += 1;
         self.push_data(shard_len, &mut emit);
         Ok(())
@@ -158,15 +151,9 @@ impl FecEncoder {
         self.stats.flushed_groups += 1;
         for _ in 0..missing {
             let seqid = self.take_seqid();
-            let buf = self.packet_buf(self.count);
-            FecHeader {
-                seqid,
-                kind: ShardKind::Data,
-            }
-            .emit(buf);
-            buf[HEADER_LEN..FEC_OVERHEAD].copy_from_slice(&(SIZE_LEN as u16).to_le_bytes());
-            buf[FEC_OVERHEAD..EMPTY_DATA_LEN].fill(0);
-            emit(&buf[..EMPTY_DATA_LEN]);
+            let buf = self.data_buf(seqid, SIZE_LEN as u16);
+            buf.resize(EMPTY_DATA_LEN, 0);
+            emit(buf);
             self.stats.empty_packets += 1;
             self.push_data(EMPTY_DATA_LEN - HEADER_LEN, &mut emit);
         }
@@ -235,15 +222,24 @@ impl FecEncoder {
         s
     }
 
-    fn packet_buf(&mut self, index: usize) -> &mut [u8] {
-        let p = self.cfg.max_packet;
-        &mut self.bufs[index * p..(index + 1) * p]
+    /// The next data packet's buffer holding its header and size field.
+    fn data_buf(&mut self, seqid: u32, size: u16) -> &mut Vec<u8> {
+        let buf = &mut self.bufs[self.count].0;
+        buf.clear();
+        buf.resize(HEADER_LEN, 0);
+        FecHeader {
+            seqid,
+            kind: ShardKind::Data,
+        }
+        .emit(buf);
+        buf.extend_from_slice(&size.to_le_bytes());
+        debug_assert_eq!(buf.len(), FEC_OVERHEAD);
+        buf
     }
 
     /// Records a data shard already written to `bufs`; closes the group on
     /// the `k`-th.
     fn push_data(&mut self, shard_len: usize, emit: &mut impl FnMut(&[u8])) {
-        self.lens[self.count] = shard_len;
         self.longest = self.longest.max(shard_len);
         self.count += 1;
         if self.count == self.cfg.data_shards {
@@ -254,25 +250,14 @@ impl FecEncoder {
     /// Pads the data shards with zeros to the longest, computes and emits
     /// the parity packets, and starts a new group.
     fn emit_parity(&mut self, emit: &mut impl FnMut(&[u8])) {
-        let (k, p, len) = (self.cfg.data_shards, self.cfg.max_packet, self.longest);
-        let (data, parity) = self.bufs.split_at_mut(k * p);
-        for (chunk, &l) in data.chunks_exact_mut(p).zip(&self.lens) {
-            chunk[HEADER_LEN + l..HEADER_LEN + len].fill(0);
+        let (k, m) = (self.cfg.data_shards, self.cfg.parity_shards);
+        // Resizing within the reserved capacity pads data shards with zeros
+        // and sizes the parity shards, without allocating.
+        for buf in &mut self.bufs {
+            buf.0.resize(HEADER_LEN + self.longest, 0);
         }
-        let mut data_shards: [&[u8]; MAX_SHARDS] = [&[]; MAX_SHARDS];
-        for (slot, chunk) in data_shards.iter_mut().zip(data.chunks_exact(p)) {
-            *slot = &chunk[HEADER_LEN..HEADER_LEN + len];
-        }
-        let mut parity_shards: [&mut [u8]; MAX_SHARDS] =
-            core::array::from_fn(|_| Default::default());
-        for (slot, chunk) in parity_shards.iter_mut().zip(parity.chunks_exact_mut(p)) {
-            *slot = &mut chunk[HEADER_LEN..HEADER_LEN + len];
-        }
-        let m = self.cfg.parity_shards;
-        let coded = self
-            .codec
-            .encode_sep(&data_shards[..k], &mut parity_shards[..m])
-            .is_ok();
+        let (data, parity) = self.bufs.split_at_mut(k);
+        let coded = self.codec.encode_sep(data, parity).is_ok();
         self.count = 0;
         self.longest = 0;
         self.opened_at = None;
@@ -284,15 +269,31 @@ impl FecEncoder {
         }
         for j in 0..m {
             let seqid = self.take_seqid();
-            let buf = &mut self.bufs[(k + j) * p..(k + j + 1) * p];
+            let buf = &mut self.bufs[k + j].0;
             FecHeader {
                 seqid,
                 kind: ShardKind::Parity,
             }
             .emit(buf);
-            emit(&buf[..HEADER_LEN + len]);
+            emit(buf);
             self.stats.parity_packets += 1;
         }
+    }
+}
+
+/// A packet buffer whose shard (everything after the header) is what the
+/// codec sees, so parity is computed in place.
+struct PacketBuf(Vec<u8>);
+
+impl AsRef<[u8]> for PacketBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[HEADER_LEN..]
+    }
+}
+
+impl AsMut<[u8]> for PacketBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0[HEADER_LEN..]
     }
 }
 
