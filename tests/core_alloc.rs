@@ -5,6 +5,7 @@
 //! move through a lossy `sim::Pair` after a warm-up that lets every pool,
 //! ring and link queue reach its high-water mark. `send`, `input`, `update`
 //! (and so `flush`), `recv`, and the simulation itself must not allocate.
+#![cfg(feature = "std")] // the simulation needs std
 
 mod support;
 

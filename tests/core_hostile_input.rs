@@ -6,6 +6,7 @@
 //! in-window `sn` is indistinguishable from the peer's. What we require of
 //! such segments is that they are handled exactly as the peer's would be;
 //! liveness is checked in the direction they cannot forge.
+#![cfg(feature = "std")] // the simulation needs std
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! loss, 20–40 ms of reordering delay and 1% duplicates both ways. Every
 //! byte must arrive exactly once and in order; content is compared, not
 //! counted.
+#![cfg(feature = "std")] // the simulation needs std
 
 mod support;
 

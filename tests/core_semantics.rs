@@ -1,5 +1,6 @@
 //! Targeted behaviour of the core, one property per test: message
 //! boundaries, buffer errors, limits, flow control, timers and `check`.
+#![cfg(feature = "std")] // the simulation needs std
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Sequence numbers and the millisecond clock crossing `u32::MAX` under
 //! loss: both are compared over the half range, so nothing may notice.
+#![cfg(feature = "std")] // the simulation needs std
 
 mod support;
 
