@@ -196,7 +196,7 @@ mod tests {
         let mut h = golden_header();
         for cmd in [CMD_PUSH, CMD_ACK, CMD_WASK, CMD_WINS] {
             h.cmd = cmd;
-            h.una = h.una + 77;
+            h.una += 77;
             let mut buf = [0u8; 24];
             h.emit(&mut buf);
             assert_eq!(Header::parse(&buf).unwrap(), h);

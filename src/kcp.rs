@@ -356,20 +356,20 @@ impl<O: KcpOutput> Kcp<O> {
                         keep => keep,
                     };
                 }
-                CMD_PUSH => {
-                    if h.sn < self.rcv_nxt + self.cfg.rcv_wnd as u32 {
-                        if !self.acks.push(h.sn.get(), h.ts.get()) {
-                            self.stats.dropped_acks += 1;
-                        }
-                        if h.sn >= self.rcv_nxt {
-                            self.parse_data(&h, body);
-                        } else {
-                            self.stats.duplicate_segments += 1;
-                        }
+                // Beyond the window: dropped unacknowledged, as ikcp does.
+                CMD_PUSH if h.sn < self.rcv_nxt + self.cfg.rcv_wnd as u32 => {
+                    if !self.acks.push(h.sn.get(), h.ts.get()) {
+                        self.stats.dropped_acks += 1;
+                    }
+                    if h.sn >= self.rcv_nxt {
+                        self.parse_data(&h, body);
+                    } else {
+                        self.stats.duplicate_segments += 1;
                     }
                 }
                 CMD_WASK => self.probe |= ASK_TELL,
-                _ => {} // WINS: the window was read above.
+                // WINS (its window was read above), PUSH beyond the window.
+                _ => {}
             }
         }
         if let Some((sn, ts)) = latest {
