@@ -319,10 +319,17 @@ impl Endpoint {
 
     fn on_recv_error(&mut self, e: io::Error) {
         tracing::trace!(error = %e, "recv failed");
-        // On a connected socket an ICMP port unreachable comes back as
-        // ECONNREFUSED: the peer's port is closed. Believe it only while the
-        // peer has never answered (a stale ICMP must not end a live session).
-        if self.io.is_connected() && e.kind() == io::ErrorKind::ConnectionRefused {
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            self.on_refused();
+        }
+    }
+
+    /// On a connected socket an ICMP port unreachable comes back as
+    /// ECONNREFUSED from the next send or receive: the peer's port is
+    /// closed. Believe it only while the peer has never answered (a stale
+    /// ICMP must not end a live session).
+    fn on_refused(&mut self) {
+        if self.io.is_connected() {
             let refused: Vec<u64> = self
                 .sessions
                 .iter()
@@ -330,10 +337,7 @@ impl Endpoint {
                 .map(|(id, _)| *id)
                 .collect();
             for id in refused {
-                let reason = CloseReason::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "the peer's host reports its port closed (ICMP port unreachable)",
-                );
+                let reason = CloseReason::new(io::ErrorKind::ConnectionRefused, REFUSED);
                 self.close(id, Some(reason), Ending::Refused);
             }
         }
@@ -588,6 +592,10 @@ impl Endpoint {
             Counters::add(&self.counters.datagrams_out, r.sent);
             Counters::add(&self.counters.send_errors, r.dropped);
             sess.stats.send_dropped += r.dropped;
+            if r.refused && !sess.confirmed {
+                let reason = CloseReason::new(io::ErrorKind::ConnectionRefused, REFUSED);
+                return Some((Some(reason), Ending::Refused));
+            }
         }
         if sess.kcp.is_dead() {
             return Some((Some(dead_link(cfg)), Ending::TimedOut));
@@ -628,6 +636,8 @@ impl Endpoint {
         None
     }
 }
+
+const REFUSED: &str = "the peer's host reports its port closed (ICMP port unreachable)";
 
 fn dead_link(cfg: &SessionConfig) -> CloseReason {
     CloseReason::new(

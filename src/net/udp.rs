@@ -43,6 +43,8 @@ impl Outbox {
 pub(crate) struct SendReport {
     pub sent: u64,
     pub dropped: u64,
+    /// A send reported ECONNREFUSED (an ICMP port unreachable came back).
+    pub refused: bool,
 }
 
 /// A UDP socket, connected (one peer, a client) or not (a listener).
@@ -133,6 +135,7 @@ impl UdpIo {
                 Ok(_) => report.sent += 1,
                 Err(e) => {
                     report.dropped += 1;
+                    report.refused |= e.kind() == io::ErrorKind::ConnectionRefused;
                     if e.kind() != io::ErrorKind::WouldBlock {
                         tracing::trace!(%peer, error = %e, "send failed");
                     }
