@@ -7,7 +7,11 @@ use crate::sequence::{Seq, Timestamp};
 /// fit in a cache line and the flush loop, which reads every in-flight
 /// segment, touches little memory. Fields the flush loop reads first come
 /// first.
+///
+/// `repr(C, align(32))` pins that order and keeps a slot from straddling two
+/// cache lines (the ring's storage would otherwise be only 4-byte aligned).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(32))]
 pub(crate) struct Segment {
     /// When the next retransmission is due (send side).
     pub resendts: Timestamp,
