@@ -64,7 +64,8 @@ async fn a_plain_core_client_over_a_raw_socket_is_accepted() {
             let mut msg = [0u8; 64];
             loop {
                 kcp.update(start.elapsed().as_millis() as u32);
-                for d in out.lock().unwrap().drain(..) {
+                let pending: Vec<Vec<u8>> = out.lock().unwrap().drain(..).collect();
+                for d in pending {
                     sock.send(&d).await.unwrap();
                 }
                 while let Ok(n) = sock.try_recv(&mut buf) {
@@ -192,7 +193,6 @@ async fn sessions_beyond_the_limits_are_refused() {
         // accepted.
         let more = timeout(Duration::from_millis(500), incoming.next()).await;
         assert!(more.is_err(), "a fourth session was accepted");
-        drop(incoming);
         let st = listener.stats();
         assert_eq!(st.sessions_opened, 3, "{st:?}");
         assert!(st.dropped_over_limit > 0, "{st:?}");

@@ -550,14 +550,17 @@ impl Endpoint {
             }
         } else if let Some(stream) = sess.pending_stream.take() {
             let peer = sess.shared.peer;
-            match self.accept_tx.as_ref().map(|t| t.try_send((stream, peer))) {
-                Some(Ok(())) => Counters::add(&self.counters.sessions_accepted, 1),
-                Some(Err(TrySendError::Full(_))) => {
+            let Some(accept_tx) = &self.accept_tx else {
+                return Some((None, Ending::Other));
+            };
+            match accept_tx.try_send((stream, peer)) {
+                Ok(()) => Counters::add(&self.counters.sessions_accepted, 1),
+                Err(TrySendError::Full(_)) => {
                     Counters::add(&self.counters.dropped_over_limit, 1);
                     tracing::debug!(%peer, "accept backlog full: session dropped");
                     return Some((None, Ending::Refused));
                 }
-                _ => return Some((None, Ending::Other)),
+                Err(TrySendError::Closed(_)) => return Some((None, Ending::Other)),
             }
         }
         if let Some(k) = cfg.keep_alive {
