@@ -199,7 +199,11 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     fn new(io: UdpIo, cfg: SessionConfig, accept_tx: Option<mpsc::Sender<Accepted>>) -> Endpoint {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let scratch = vec![0; RECV_CHUNK.max(cfg.kcp.rcv_wnd as usize * cfg.kcp.mss())];
+        // A datagram longer than the MTU is not KCP's: one byte more is
+        // enough to see it truncated. The scratch buffer for `Kcp::recv`
+        // grows on demand, to at most `rcv_wnd * mss` (the largest message a
+        // peer can send).
+        let rx_len = cfg.kcp.mtu as usize + 1;
         Endpoint {
             io,
             cfg: Arc::new(cfg),
@@ -212,8 +216,8 @@ impl Endpoint {
             cmd_tx,
             accept_tx,
             dirty: Vec::new(),
-            rx_buf: vec![0; 65_536],
-            scratch,
+            rx_buf: vec![0; rx_len],
+            scratch: Vec::new(),
             tx: Outbox::default(),
             counters: Arc::new(Counters::default()),
             next_id: 1,
@@ -254,6 +258,12 @@ impl Endpoint {
                     Poll::Ready(Ok(from)) => {
                         work += 1;
                         let len = rb.filled().len();
+                        if len == buf.len() {
+                            // Longer than the MTU (truncated): not ours.
+                            Counters::add(&self.counters.datagrams_in, 1);
+                            Counters::add(&self.counters.dropped_invalid, 1);
+                            continue;
+                        }
                         self.on_datagram(from, &buf[..len], now);
                     }
                     Poll::Ready(Err(e)) => {
