@@ -799,6 +799,29 @@ mod tests {
         assert!(!is_first_flight(&seg(CMD_PUSH, 0, 0), &cfg));
     }
 
+    /// `Kcp::ask_window` (added for the keep-alive) sends a WASK at the
+    /// next flush, and the peer answers with WINS at once.
+    #[test]
+    fn ask_window_is_answered_with_wins() {
+        let cfg = KcpConfig::fast();
+        let mut a = Kcp::with_config(9, Outbox::default(), cfg).unwrap();
+        let mut b = Kcp::with_config(9, Outbox::default(), cfg).unwrap();
+        a.update(0);
+        b.update(0);
+        assert!(a.check(5) > 1000, "idle before the probe");
+        a.ask_window();
+        assert_eq!(a.check(5), 20, "the probe leaves at the next tick");
+        a.update(20);
+        let out = std::mem::take(a.output_mut());
+        assert_eq!(out.lens.len(), 1);
+        let wask = Segments::new(&out.buf).next().unwrap().unwrap().0;
+        assert_eq!(wask.cmd, crate::constants::CMD_WASK);
+        b.input(&out.buf).unwrap();
+        assert_eq!(b.check(21), 21, "the answer is due at once");
+        b.update(21);
+        assert!(is_answer(&b.output().buf));
+    }
+
     #[test]
     fn answers_are_acks_and_window_reports() {
         assert!(is_answer(&seg(CMD_ACK, 0, 0)));
