@@ -44,10 +44,11 @@ fn feed(dec: &mut FecDecoder, group: &mut [Vec<u8>], n: usize, lost: usize, roun
     let mut delivered = 0;
     for (i, p) in group.iter_mut().enumerate() {
         p[..4].copy_from_slice(&(base + (lost + i) as u32).to_le_bytes());
-        delivered += dec.decode(0, p, |d| {
-            black_box(d);
-        })
-        .unwrap();
+        delivered += dec
+            .decode(0, p, |d| {
+                black_box(d);
+            })
+            .unwrap();
     }
     delivered
 }
