@@ -1,7 +1,7 @@
 //! Deterministic network simulation for tests, examples and benchmarks.
 //!
 //! - [`link`]: an in-memory one-way link with seeded loss, delay, jitter,
-//!   reordering and duplication, and [`Pair`](link::Pair), two sessions
+//!   reordering and duplication, and [`Pair`], two sessions
 //!   joined by two such links under a virtual clock (quinn's test `Pair`);
 //! - `relay` (with the `tokio` feature): the same faults applied to real UDP
 //!   datagrams by an in-process relay on loopback.
