@@ -1,0 +1,69 @@
+//! A game client: joins a `game_server`, receives its state updates for a
+//! while, and prints the latency it observed (server clock to arrival:
+//! meaningful on one host or with synced clocks) and missed / late updates.
+//!
+//! ```text
+//! cargo run --release --example game_server -- --listen 127.0.0.1:4100 &
+//! cargo run --release --example game_client -- --connect 127.0.0.1:4100 --seconds 5
+//! ```
+
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kcp_rs::net::SessionConfig;
+
+// Shared with game_server.rs, whose server half this binary does not use.
+#[allow(dead_code)]
+#[path = "game/proto.rs"]
+mod game;
+
+#[derive(Parser, Debug)]
+#[command(about = "KCP game client: measures update latency from a game_server")]
+struct Args {
+    /// UDP address of the game server.
+    #[arg(long, default_value = "127.0.0.1:4100")]
+    connect: String,
+    /// Name sent in JOIN.
+    #[arg(long, default_value = "player")]
+    name: String,
+    /// Seconds to play.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// An update older than this on arrival counts as late, ms.
+    #[arg(long, default_value_t = 100)]
+    late_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("game_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> io::Result<()> {
+    let addr = tokio::net::lookup_host(&args.connect)
+        .await?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+        })?;
+    println!("joining {addr} as {} for {} s", args.name, args.seconds);
+    let report = game::play(
+        addr,
+        SessionConfig::default(),
+        &args.name,
+        Duration::from_secs(args.seconds),
+        Duration::from_millis(args.late_ms),
+        true,
+    )
+    .await?;
+    println!("done: {}", report.line());
+    Ok(())
+}
