@@ -381,6 +381,17 @@ impl<O: KcpOutput> Kcp<O> {
         Ok(())
     }
 
+    /// Sets the clock to `current` without flushing.
+    ///
+    /// [`input`](Self::input) measures round-trip times against the clock of
+    /// the last [`update`](Self::update). A driver that calls `update` only
+    /// when [`check`](Self::check) says so (as it should) must call this
+    /// before `input`, or an ACK arriving between two updates is measured
+    /// against a stale clock and the RTT reads too small.
+    pub fn set_clock(&mut self, current: u32) {
+        self.current = Timestamp::new(current);
+    }
+
     /// Advances the clock to `current` (milliseconds, any origin, wrapping)
     /// and flushes if a flush interval has passed.
     pub fn update(&mut self, current: u32) {

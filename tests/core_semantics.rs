@@ -669,3 +669,36 @@ fn check_driven_loop_delivers_everything_without_spinning() {
         );
     }
 }
+
+/// A driver that updates only at `check` deadlines must refresh the clock
+/// before `input`, or RTT samples are taken against a stale time.
+#[test]
+fn set_clock_before_input_measures_true_rtt() {
+    use kcp_rs::sim::Outbox;
+    let rtt_seen = |refresh: bool| {
+        let cfg = KcpConfig::fast();
+        let mut a = Kcp::with_config(5, Outbox::default(), cfg).unwrap();
+        let mut b = Kcp::with_config(5, Outbox::default(), cfg).unwrap();
+        a.send(b"ping").unwrap();
+        a.update(0); // PUSH leaves with ts = 0
+        let mut wire = Vec::new();
+        a.output_mut().drain(|d| wire.push(d.to_vec()));
+        b.update(50);
+        for d in wire.drain(..) {
+            b.input(&d).unwrap();
+        }
+        b.flush(); // ACK echoes ts = 0
+        b.output_mut().drain(|d| wire.push(d.to_vec()));
+        // The ACK arrives at t = 100; `a` has not been updated since t = 0.
+        if refresh {
+            a.set_clock(100);
+        }
+        for d in wire.drain(..) {
+            a.input(&d).unwrap();
+        }
+        assert_eq!(a.wait_snd(), 0, "the ACK was taken");
+        a.rtt()
+    };
+    assert_eq!(rtt_seen(true), 100);
+    assert_eq!(rtt_seen(false), 0, "a stale clock yields no useful sample");
+}
