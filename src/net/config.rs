@@ -88,9 +88,44 @@ pub struct SessionConfig {
     /// loopback overruns the buffer and most datagrams are lost. The kernel
     /// may cap it (Linux: `net.core.rmem_max`). Default: 8 MiB.
     pub socket_recv_buffer: Option<usize>,
-    // FEC (the `fec` feature) is to be configured here, next to the
-    // protocol settings: `pub fec: Option<crate::fec::FecConfig>`, applied by
-    // the endpoint between the socket and `Kcp::input` / the output path.
+    /// Reed-Solomon forward error correction, framed like kcp-go's
+    /// (`ListenWithOptions(addr, nil, k, m)` / `DialWithOptions`). `None`
+    /// (the default) sends plain KCP datagrams.
+    ///
+    /// With FEC on, every KCP datagram goes out inside a FEC data packet
+    /// and each group of `data_shards` packets is followed by
+    /// `parity_shards` parity packets; the receiver rebuilds lost datagrams
+    /// from the parity without waiting for a retransmission. As kcp-go does
+    /// (`ReserveBytes(8)`), the 8 bytes of FEC header come out of
+    /// [`kcp.mtu`](KcpConfig::mtu), which stays the size of the datagrams
+    /// on the wire: each KCP datagram is at most `mtu - 8` bytes.
+    ///
+    /// **Both ends must agree** on whether FEC is on and on its
+    /// `data_shards` and `parity_shards`. The two framings do not mix: a
+    /// plain KCP datagram is not a FEC packet (KCP's command byte is never
+    /// a FEC type) and a FEC packet's seqid is read as a wrong conversation
+    /// id, so with FEC on at one end only nothing gets through. The sessions
+    /// time out after [`idle_timeout`](Self::idle_timeout) (or a client sees
+    /// a listener drop everything: `dropped_invalid` / `dropped_unknown` in
+    /// [`ListenerStats`](super::ListenerStats)). With other shard counts,
+    /// packets at positions the decoder does not expect are refused and
+    /// counted in [`SessionStats::fec_dropped`](super::SessionStats::fec_dropped);
+    /// parity coded for another group size can rebuild garbage, which KCP
+    /// usually refuses (its header no longer parses or names another
+    /// conversation) but cannot always detect: KCP has no checksum, and
+    /// neither has kcp-go's FEC without encryption.
+    ///
+    /// kcp-go's parity packets carry no conversation id, so with FEC on a
+    /// listener tells sessions apart by the peer's address alone (as kcp-go
+    /// does): one session per client address and port, whatever conv it
+    /// uses. A datagram from that address for another conv is refused by
+    /// the session.
+    ///
+    /// Memory per session: the encoder holds `k + m` packets and the
+    /// decoder `rx_groups × (k + m)` shards of `max_packet` bytes (about
+    /// 36 KiB with [`FecConfig::balanced`](crate::fec::FecConfig::balanced)).
+    #[cfg(feature = "fec")]
+    pub fec: Option<crate::fec::FecConfig>,
 }
 
 impl Default for SessionConfig {
@@ -113,6 +148,8 @@ impl Default for SessionConfig {
             ack_nodelay: true,
             socket_send_buffer: Some(8 << 20),
             socket_recv_buffer: Some(8 << 20),
+            #[cfg(feature = "fec")]
+            fec: None,
         }
     }
 }
@@ -147,7 +184,31 @@ impl SessionConfig {
         if self.recv_queue_limit == 0 {
             return bad("recv_queue_limit must be at least 1");
         }
+        #[cfg(feature = "fec")]
+        if let Some(fec) = &self.fec {
+            if let Err(e) = fec.validate() {
+                return bad(&format!("fec: {e}"));
+            }
+            if self.kcp.mtu as usize > fec.max_packet {
+                return bad("fec.max_packet must be at least kcp.mtu");
+            }
+            self.core_config().validate()?;
+        }
         Ok(())
+    }
+
+    /// The configuration each session's [`Kcp`](crate::Kcp) is built
+    /// with: [`kcp`](Self::kcp), less the FEC header's 8 bytes of MTU when
+    /// [`fec`](Self::fec) is on.
+    pub fn core_config(&self) -> KcpConfig {
+        #[cfg(feature = "fec")]
+        if self.fec.is_some() {
+            return KcpConfig {
+                mtu: crate::fec::FecConfig::kcp_mtu(self.kcp.mtu),
+                ..self.kcp
+            };
+        }
+        self.kcp
     }
 
     /// Chunks the reader's queue holds (see `recv_queue_limit`).

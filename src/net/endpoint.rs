@@ -192,6 +192,9 @@ pub(crate) struct Endpoint {
     rx_buf: Vec<u8>,
     scratch: Vec<u8>,
     tx: Outbox,
+    /// FEC packets made from `tx`.
+    #[cfg(feature = "fec")]
+    wire: Outbox,
     counters: Arc<Counters>,
     next_id: u64,
 }
@@ -219,6 +222,8 @@ impl Endpoint {
             rx_buf: vec![0; rx_len],
             scratch: Vec::new(),
             tx: Outbox::default(),
+            #[cfg(feature = "fec")]
+            wire: Outbox::default(),
             counters: Arc::new(Counters::default()),
             next_id: 1,
         }
@@ -355,29 +360,35 @@ impl Endpoint {
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         Counters::add(&self.counters.datagrams_in, 1);
-        let conv = match peek_conv(data) {
-            Some(c) if data.len() >= OVERHEAD => c,
-            _ => {
-                Counters::add(&self.counters.dropped_invalid, 1);
-                tracing::trace!(peer = %from, len = data.len(), "dropped: shorter than a header");
-                return;
+        let key = if self.fec_on() {
+            (from, 0)
+        } else {
+            match peek_conv(data) {
+                Some(c) if data.len() >= OVERHEAD => (from, c),
+                _ => {
+                    Counters::add(&self.counters.dropped_invalid, 1);
+                    tracing::trace!(peer = %from, len = data.len(), "dropped: shorter than a header");
+                    return;
+                }
             }
         };
-        let Some(&id) = self.by_key.get(&(from, conv)) else {
-            self.try_open(from, conv, data, now);
+        let Some(&id) = self.by_key.get(&key) else {
+            self.try_open(from, data, now);
             return;
         };
+        let now_ms = self.ms(now);
         let Some(sess) = self.sessions.get_mut(&id) else {
             return;
         };
-        if let Err(e) = sess.kcp.input(data) {
+        let fed = feed(sess, data, now_ms, &self.counters);
+        if !fed.alive {
             Counters::add(&self.counters.dropped_invalid, 1);
-            tracing::trace!(peer = %from, conv, error = %e, "dropped: refused by the session");
+            tracing::trace!(peer = %from, conv = sess.shared.conv, "dropped: refused by the session");
             return;
         }
         sess.last_recv = now;
         sess.input_pending = true;
-        if !sess.confirmed && (sess.role == Role::Client || is_answer(data)) {
+        if !sess.confirmed && (sess.role == Role::Client || fed.answered) {
             sess.confirmed = true;
         }
         self.mark_dirty(id);
@@ -385,8 +396,15 @@ impl Endpoint {
 
     /// A datagram for no known session: open one if it is a plausible first
     /// flight and the limits allow.
-    fn try_open(&mut self, from: SocketAddr, conv: u32, data: &[u8], now: Instant) {
-        if !self.listening() || !is_first_flight(data, &self.cfg.kcp) {
+    fn try_open(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let first = self.first_kcp_datagram(data);
+        let conv = first.and_then(|d| peek_conv(d).filter(|_| d.len() >= OVERHEAD));
+        let (Some(first), Some(conv)) = (first, conv) else {
+            Counters::add(&self.counters.dropped_unknown, 1);
+            tracing::trace!(peer = %from, "dropped: no such session");
+            return;
+        };
+        if !self.listening() || !is_first_flight(first, &self.cfg.kcp) {
             Counters::add(&self.counters.dropped_unknown, 1);
             tracing::trace!(peer = %from, conv, "dropped: no such session");
             return;
@@ -400,7 +418,7 @@ impl Endpoint {
         let Ok((mut sess, stream)) = self.new_session(from, conv, Role::Server, now) else {
             return;
         };
-        if sess.kcp.input(data).is_err() {
+        if !feed(&mut sess, data, self.ms(now), &self.counters).alive {
             Counters::add(&self.counters.dropped_invalid, 1);
             return;
         }
@@ -411,6 +429,40 @@ impl Endpoint {
         sess.input_pending = true;
         tracing::debug!(peer = %from, conv, "session opened");
         self.insert(sess);
+    }
+
+    /// Whether FEC frames this endpoint's datagrams.
+    fn fec_on(&self) -> bool {
+        #[cfg(feature = "fec")]
+        return self.cfg.fec.is_some();
+        #[cfg(not(feature = "fec"))]
+        false
+    }
+
+    /// The demultiplexing key of a session: `(peer, conv)`, or with FEC
+    /// `(peer, 0)`: kcp-go's parity packets carry no conv, so sessions are
+    /// told apart by address alone, as kcp-go does.
+    fn session_key(&self, peer: SocketAddr, conv: u32) -> (SocketAddr, u32) {
+        if self.fec_on() {
+            (peer, 0)
+        } else {
+            (peer, conv)
+        }
+    }
+
+    /// The KCP datagram a wire datagram carries: itself, or with FEC the
+    /// one in a data packet (`None` for parity or a malformed packet).
+    fn first_kcp_datagram<'d>(&self, data: &'d [u8]) -> Option<&'d [u8]> {
+        #[cfg(feature = "fec")]
+        if self.fec_on() {
+            use crate::fec::framing::{self, Packet, ShardKind};
+            let p = Packet::new_checked(data).ok()?;
+            if p.header().kind != ShardKind::Data {
+                return None;
+            }
+            return framing::kcp_bytes_of_shard(&data[framing::HEADER_LEN..]);
+        }
+        Some(data)
     }
 
     fn open_client(&mut self, peer: SocketAddr, conv: u32) -> io::Result<KcpStream> {
@@ -428,7 +480,12 @@ impl Endpoint {
         now: Instant,
     ) -> io::Result<(Session, KcpStream)> {
         let cfg = &self.cfg;
-        let kcp = Kcp::with_config(conv, Outbox::default(), cfg.kcp)?;
+        let kcp = Kcp::with_config(conv, Outbox::default(), cfg.core_config())?;
+        #[cfg(feature = "fec")]
+        let fec = match cfg.fec {
+            Some(f) => Some(Box::new(super::fec::FecState::new(f)?)),
+            None => None,
+        };
         let id = self.next_id;
         self.next_id += 1;
         let shared = Arc::new(Shared::new(id, conv, peer, self.io.local_addr(), cfg));
@@ -460,6 +517,8 @@ impl Endpoint {
             dirty: false,
             input_pending: false,
             stats: Default::default(),
+            #[cfg(feature = "fec")]
+            fec,
         };
         Ok((sess, stream))
     }
@@ -467,7 +526,8 @@ impl Endpoint {
     fn insert(&mut self, sess: Session) {
         let id = sess.shared.id;
         let peer = sess.shared.peer;
-        self.by_key.insert((peer, sess.shared.conv), id);
+        let key = self.session_key(peer, sess.shared.conv);
+        self.by_key.insert(key, id);
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.sessions.insert(id, sess);
         Counters::add(&self.counters.sessions_opened, 1);
@@ -480,7 +540,8 @@ impl Endpoint {
             return;
         };
         let (peer, conv) = (sess.shared.peer, sess.shared.conv);
-        self.by_key.remove(&(peer, conv));
+        let key = self.session_key(peer, conv);
+        self.by_key.remove(&key);
         if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
             *n -= 1;
             if *n == 0 {
@@ -599,6 +660,15 @@ impl Endpoint {
             sess.kcp.flush();
         }
         std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
+        #[cfg(feature = "fec")]
+        let mut fec_deadline = None;
+        #[cfg(feature = "fec")]
+        if let Some(fec) = sess.fec.as_mut() {
+            let rto = sess.kcp.rto();
+            fec_deadline = fec.encode(&self.tx, &mut self.wire, now_ms, rto, &self.counters);
+            std::mem::swap(&mut self.tx, &mut self.wire);
+            self.wire.clear();
+        }
         if !self.tx.lens.is_empty() {
             let r = self.io.send(sess.shared.peer, &self.tx);
             self.tx.clear();
@@ -640,6 +710,11 @@ impl Endpoint {
         if let Some(k) = cfg.keep_alive {
             at = at.min(sess.last_recv.max(sess.last_probe) + k);
         }
+        #[cfg(feature = "fec")]
+        if let Some(d) = fec_deadline {
+            let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
+            at = at.min(now + Duration::from_millis(wait as u64));
+        }
         match &sess.timer {
             Some(key) if sess.deadline != Some(at) => self.timers.reset_at(key, at),
             Some(_) => {}
@@ -660,6 +735,51 @@ fn dead_link(cfg: &SessionConfig) -> CloseReason {
             cfg.kcp.dead_link
         ),
     )
+}
+
+/// What feeding a wire datagram to a session did.
+struct Fed {
+    /// The datagram was accepted (by KCP, or with FEC by the decoder).
+    alive: bool,
+    /// It carried an ACK or WINS (only looked for while unconfirmed).
+    answered: bool,
+}
+
+/// Hands a wire datagram to a session: straight to `Kcp::input`, or with
+/// FEC through the decoder, which may yield several KCP datagrams.
+fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fed {
+    let look = !sess.confirmed;
+    // Updates happen only at `check` deadlines: without this, an ACK is
+    // timed against the last update and the RTT reads near zero.
+    sess.kcp.set_clock(now_ms);
+    #[cfg(feature = "fec")]
+    if let Some(fec) = sess.fec.as_mut() {
+        let kcp = &mut sess.kcp;
+        let mut answered = false;
+        let mut refused = 0;
+        let alive = fec.decode(now_ms, data, counters, |d| {
+            if d.len() < OVERHEAD {
+                return; // padding of an empty data shard
+            }
+            match kcp.input(d) {
+                Ok(()) => answered |= look && is_answer(d),
+                Err(_) => refused += 1,
+            }
+        });
+        Counters::add(&counters.dropped_invalid, refused);
+        return Fed { alive, answered };
+    }
+    let _ = (now_ms, counters);
+    match sess.kcp.input(data) {
+        Ok(()) => Fed {
+            alive: true,
+            answered: look && is_answer(data),
+        },
+        Err(_) => Fed {
+            alive: false,
+            answered: false,
+        },
+    }
 }
 
 /// Moves what the application wrote into KCP while it has room, giving the

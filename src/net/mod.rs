@@ -17,6 +17,13 @@
 //! `Kcp::check` names, or the layer's idle/keep-alive/half-open deadline) in
 //! a timer wheel. An idle session costs no CPU.
 //!
+//! **FEC** (the `fec` feature, [`SessionConfig::fec`]): the encoder frames
+//! what each session's core outputs as kcp-go FEC packets (the core's MTU
+//! gives up the 8 header bytes), and the decoder sits before `Kcp::input`.
+//! kcp-go's parity packets carry no conv, so with FEC on sessions are keyed
+//! by peer address alone, as kcp-go keys them; both ends must agree on the
+//! FEC settings.
+//!
 //! **Back-pressure, both ways.** A writer takes permits from a semaphore of
 //! [`SessionConfig::send_queue_limit`] bytes before its bytes are queued,
 //! and gets them back as KCP takes the bytes, which it does as ACKs free its
@@ -38,6 +45,8 @@
 
 mod config;
 mod endpoint;
+#[cfg(feature = "fec")]
+mod fec;
 mod listener;
 mod session;
 mod stats;

@@ -114,7 +114,7 @@ impl Shared {
         local: SocketAddr,
         cfg: &super::SessionConfig,
     ) -> Self {
-        let kcp = &cfg.kcp;
+        let kcp = &cfg.core_config();
         Shared {
             id,
             conv,
@@ -197,6 +197,9 @@ pub(crate) struct Session {
     /// Datagrams arrived since the last flush.
     pub input_pending: bool,
     pub stats: SessionStats,
+    /// FEC encoder and decoder, when configured.
+    #[cfg(feature = "fec")]
+    pub fec: Option<Box<super::fec::FecState>>,
 }
 
 impl Session {
@@ -223,6 +226,10 @@ impl Session {
         self.stats.cwnd = k.cwnd();
         self.stats.remote_window = k.remote_window();
         self.stats.unacked_segments = k.wait_snd();
+        #[cfg(feature = "fec")]
+        if let Some(fec) = &self.fec {
+            fec.publish(&mut self.stats);
+        }
         self.shared.state().stats = self.stats;
     }
 }

@@ -33,6 +33,19 @@ pub struct SessionStats {
     pub send_dropped: u64,
     /// Keep-alive probes sent.
     pub keepalives_sent: u64,
+    /// FEC: KCP datagrams lost on the way but rebuilt from parity (0
+    /// without [`SessionConfig::fec`](super::SessionConfig)).
+    pub fec_recovered: u64,
+    /// FEC: parity packets sent.
+    pub fec_parity_sent: u64,
+    /// FEC: parity packets received and accepted by the decoder.
+    pub fec_parity_received: u64,
+    /// FEC: packets the decoder dropped: malformed, at a shard position
+    /// its shard counts do not allow (a peer with other FEC settings), or
+    /// duplicates (a copy, or a late data packet already rebuilt from
+    /// parity). Parity that arrives for a group already complete is
+    /// normal (no loss in it) and not counted.
+    pub fec_dropped: u64,
 }
 
 /// A snapshot of a listener's socket task: totals over all its sessions.
@@ -66,6 +79,15 @@ pub struct ListenerStats {
     pub timed_out: u64,
     /// Sessions open now.
     pub sessions_active: u64,
+    /// FEC: KCP datagrams rebuilt from parity, over all sessions.
+    pub fec_recovered: u64,
+    /// FEC: parity packets sent, over all sessions.
+    pub fec_parity_sent: u64,
+    /// FEC: parity packets accepted, over all sessions.
+    pub fec_parity_received: u64,
+    /// FEC: packets the sessions' decoders dropped (see
+    /// [`SessionStats::fec_dropped`]).
+    pub fec_dropped: u64,
 }
 
 /// The socket task's counters, shared with the handles that read them.
@@ -83,6 +105,10 @@ pub(crate) struct Counters {
     pub half_open_expired: AtomicU64,
     pub timed_out: AtomicU64,
     pub sessions_active: AtomicU64,
+    pub fec_recovered: AtomicU64,
+    pub fec_parity_sent: AtomicU64,
+    pub fec_parity_received: AtomicU64,
+    pub fec_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -104,6 +130,10 @@ impl Counters {
             half_open_expired: self.half_open_expired.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
+            fec_recovered: self.fec_recovered.load(Relaxed),
+            fec_parity_sent: self.fec_parity_sent.load(Relaxed),
+            fec_parity_received: self.fec_parity_received.load(Relaxed),
+            fec_dropped: self.fec_dropped.load(Relaxed),
         }
     }
 }
