@@ -1,0 +1,298 @@
+//! Side by side: our core, the C ikcp (kcp-sys) and the `kcp` crate (0.6)
+//! doing the same work in the same run.
+//!
+//! - `message_round`: 1,000 × 64-byte messages sent, flushed, input on the
+//!   peer, received, and the ACKs returned and input on the sender;
+//! - `bulk`: 16 MiB of 1,376-byte messages through an in-memory link under
+//!   a virtual clock, with no loss and with 10% loss.
+//!
+//! Every iteration checks what it delivered (a failing call panics instead
+//! of being measured as fast). Run with
+//! `cargo bench -p kcp-peers --bench peers`.
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::io;
+use std::rc::Rc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kcp_peers::{Ikcp, Peer};
+use kcp_rs::sim::{Outbox, Rng};
+use kcp_rs::{Kcp, KcpConfig};
+
+const CONV: u32 = 0x4b43_5021;
+
+/// Datagrams written by the `kcp` crate, back to back in one buffer (no
+/// allocation per datagram once warm, like the other two sinks).
+#[derive(Clone, Default)]
+struct Sink(Rc<RefCell<(Vec<u8>, Vec<usize>)>>);
+
+impl io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut s = self.0.borrow_mut();
+        s.0.extend_from_slice(buf);
+        let end = s.0.len();
+        s.1.push(end);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `kcp` crate behind the same [`Peer`] interface.
+struct KcpCrate {
+    kcp: kcp::Kcp<Sink>,
+    sink: Sink,
+}
+
+impl KcpCrate {
+    fn new(cfg: &KcpConfig) -> KcpCrate {
+        let sink = Sink::default();
+        let mut kcp = if cfg.stream {
+            kcp::Kcp::new_stream(CONV, sink.clone())
+        } else {
+            kcp::Kcp::new(CONV, sink.clone())
+        };
+        kcp.set_nodelay(cfg.nodelay, cfg.interval as i32, cfg.resend as i32, cfg.nc);
+        kcp.set_wndsize(cfg.snd_wnd, cfg.rcv_wnd);
+        KcpCrate { kcp, sink }
+    }
+}
+
+impl Peer for KcpCrate {
+    fn send(&mut self, data: &[u8]) -> Result<usize, String> {
+        self.kcp.send(data).map_err(|e| e.to_string())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.kcp.recv(buf).ok()
+    }
+    fn input(&mut self, data: &[u8]) -> Result<(), String> {
+        self.kcp.input(data).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn update(&mut self, now: u32) {
+        self.kcp.update(now).expect("update");
+    }
+    fn flush(&mut self) {
+        self.kcp.flush().expect("flush");
+    }
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
+        let mut s = self.sink.0.borrow_mut();
+        let (bytes, ends) = &mut *s;
+        let mut start = 0;
+        for &end in ends.iter() {
+            f(&bytes[start..end]);
+            start = end;
+        }
+        bytes.clear();
+        ends.clear();
+    }
+    fn wait_snd(&self) -> u32 {
+        self.kcp.wait_snd() as u32
+    }
+    fn peek_size(&self) -> Option<usize> {
+        self.kcp.peeksize().ok()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Impl {
+    Ours,
+    Ikcp,
+    KcpCrate,
+}
+
+impl Impl {
+    const ALL: [Impl; 3] = [Impl::Ours, Impl::Ikcp, Impl::KcpCrate];
+
+    fn name(self) -> &'static str {
+        match self {
+            Impl::Ours => "kcp-rs",
+            Impl::Ikcp => "ikcp (C)",
+            Impl::KcpCrate => "kcp 0.6",
+        }
+    }
+
+    fn make(self, cfg: &KcpConfig) -> Box<dyn Peer> {
+        match self {
+            Impl::Ours => Box::new(Kcp::with_config(CONV, Outbox::default(), *cfg).unwrap()),
+            Impl::Ikcp => Box::new(Ikcp::with_config(CONV, cfg).unwrap()),
+            Impl::KcpCrate => Box::new(KcpCrate::new(cfg)),
+        }
+    }
+}
+
+// ----- (a) message round ----------------------------------------------------
+
+const ROUND: usize = 1_000;
+
+/// A pair ready for rounds: windows large enough for a whole round, no
+/// congestion window, one warm-up round done.
+struct RoundPair {
+    a: Box<dyn Peer>,
+    b: Box<dyn Peer>,
+    now: u32,
+    wire: Vec<Vec<u8>>,
+}
+
+impl RoundPair {
+    fn new(imp: Impl) -> RoundPair {
+        let cfg = KcpConfig {
+            snd_wnd: 1024,
+            rcv_wnd: 1024,
+            ..KcpConfig::fast()
+        };
+        let mut p = RoundPair {
+            a: imp.make(&cfg),
+            b: imp.make(&cfg),
+            now: 0,
+            wire: Vec::new(),
+        };
+        // Open the windows: the first update only sets cwnd, and the peer
+        // must advertise its receive window once.
+        p.a.update(0);
+        p.b.update(0);
+        // A one-message round teaches a the peer's window (1024, not
+        // ikcp's initial 128); then full rounds.
+        p.round(1);
+        for _ in 0..3 {
+            p.round(ROUND);
+        }
+        p
+    }
+
+    /// One round of `count` messages; returns the messages received.
+    fn round(&mut self, count: usize) -> usize {
+        self.now += 20;
+        let msg = [0x5au8; 64];
+        for _ in 0..count {
+            self.a.send(&msg).unwrap();
+        }
+        self.a.update(self.now);
+        self.a.flush();
+        let wire = &mut self.wire;
+        self.a.drain(&mut |d| wire.push(d.to_vec()));
+        for d in self.wire.drain(..) {
+            self.b.input(&d).unwrap();
+        }
+        let mut buf = [0u8; 128];
+        let mut got = 0;
+        while let Some(n) = self.b.recv(&mut buf) {
+            assert_eq!(n, 64);
+            got += 1;
+        }
+        self.b.update(self.now);
+        self.b.flush();
+        let wire = &mut self.wire;
+        self.b.drain(&mut |d| wire.push(d.to_vec()));
+        for d in self.wire.drain(..) {
+            self.a.input(&d).unwrap();
+        }
+        assert_eq!(got, count, "round delivered {got} of {count}");
+        assert_eq!(self.a.wait_snd(), 0, "round left data unacknowledged");
+        got
+    }
+}
+
+fn message_round(c: &mut Criterion) {
+    let mut g = c.benchmark_group("message_round_1000x64B");
+    g.throughput(Throughput::Elements(ROUND as u64));
+    for imp in Impl::ALL {
+        let mut pair = RoundPair::new(imp);
+        g.bench_function(imp.name(), |bch| bch.iter(|| black_box(pair.round(ROUND))));
+    }
+    g.finish();
+}
+
+// ----- (b) bulk -------------------------------------------------------------
+
+const BULK: usize = 16 << 20;
+const SEG: usize = 1376;
+
+/// Moves `BULK` bytes in 1,376-byte messages from a to b over an in-memory
+/// link losing `loss` of the datagrams each way (seeded), 10 ms ticks.
+/// Returns the bytes received, checked against what was sent.
+fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
+    let cfg = KcpConfig {
+        snd_wnd: 256,
+        rcv_wnd: 256,
+        ..KcpConfig::fast()
+    };
+    let mut a = imp.make(&cfg);
+    let mut b = imp.make(&cfg);
+    let mut rng = Rng::new(seed);
+    let mut msg = [0u8; SEG];
+    let count = BULK / SEG + 1;
+    let mut sent = 0;
+    let mut got = 0;
+    let mut bytes = 0;
+    let mut buf = [0u8; SEG];
+    let mut now = 0u32;
+    let (mut ab, mut ba) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
+    while got < count {
+        while sent < count && a.wait_snd() < 2 * cfg.snd_wnd as u32 {
+            msg[..8].copy_from_slice(&(sent as u64).to_le_bytes());
+            if a.send(&msg).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        a.update(now);
+        b.update(now);
+        a.drain(&mut |d| {
+            if !rng.chance(loss) {
+                ab.push(d.to_vec())
+            }
+        });
+        b.drain(&mut |d| {
+            if !rng.chance(loss) {
+                ba.push(d.to_vec())
+            }
+        });
+        for d in ab.drain(..) {
+            b.input(&d).unwrap();
+        }
+        for d in ba.drain(..) {
+            a.input(&d).unwrap();
+        }
+        while let Some(n) = b.recv(&mut buf) {
+            assert_eq!(n, SEG);
+            let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            assert_eq!(id, got as u64, "out of order");
+            got += 1;
+            bytes += n;
+        }
+        now += 10;
+        assert!(
+            now < 10_000_000,
+            "bulk transfer stalled at {got} of {count}"
+        );
+    }
+    assert!(bytes >= BULK);
+    bytes
+}
+
+fn bulk_transfer(c: &mut Criterion) {
+    for loss in [0.0, 0.1] {
+        let mut g = c.benchmark_group(format!("bulk_16MiB_loss_{}pct", (loss * 100.0) as u32));
+        g.throughput(Throughput::Bytes(BULK as u64));
+        g.sample_size(10);
+        for imp in Impl::ALL {
+            g.bench_with_input(
+                BenchmarkId::from_parameter(imp.name()),
+                &imp,
+                |bch, &imp| {
+                    let mut seed = 0;
+                    bch.iter(|| {
+                        seed += 1;
+                        black_box(bulk(imp, loss, seed))
+                    })
+                },
+            );
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, message_round, bulk_transfer);
+criterion_main!(benches);
