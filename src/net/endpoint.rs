@@ -648,7 +648,14 @@ impl Endpoint {
             Ok(w) => w,
             Err(()) => return Some((Some(dead_link(cfg)), Ending::TimedOut)),
         };
-        pump_reads(sess, &mut self.scratch);
+        // A half-open session's data stays in KCP's receive window (which
+        // bounds it) until the peer has answered: queueing it for a reader
+        // that may never exist would let spoofed first flights make each
+        // half-open session hold `recv_queue_limit` (in message mode, that
+        // many messages of up to `max_message`) besides.
+        if sess.role == Role::Client || sess.confirmed {
+            pump_reads(sess, &mut self.scratch);
+        }
 
         force |= sess.input_pending && cfg.ack_nodelay;
         force |= wrote && cfg.flush_on_write;
