@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Bounded fuzzing for CI: builds the cargo-fuzz targets in fuzz/ and runs each
-# one for FUZZ_SECONDS (default 30) from the committed seeds (fuzz/seeds/) plus
+# one for FUZZ_SECONDS (default 20) from the committed seeds (fuzz/seeds/) plus
 # whatever corpus fuzz/corpus/ already holds. Fails if any target finds a
 # crash, a panic (an invariant), a hang (-timeout) or runs out of memory.
 # Crashing inputs land in fuzz/artifacts/<target>/; see docs/fuzzing.md.
 #
-#   scripts/fuzz-ci.sh                 # every target, 30 s each
+#   scripts/fuzz-ci.sh                 # every target, 20 s each
 #   FUZZ_SECONDS=600 scripts/fuzz-ci.sh kcp_stateful
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +13,8 @@ export CARGO_TERM_COLOR=never
 # cargo-fuzz passes nightly-only flags (-Zsanitizer..., -Cpasses=sancov);
 # this lets the stable toolchain accept them.
 export RUSTC_BOOTSTRAP=1
-seconds=${FUZZ_SECONDS:-30}
-# No sanitizer: kcp-rs is #![deny(unsafe_code)] and so is the harness, so
+seconds=${FUZZ_SECONDS:-20}
+# No sanitizer: kcp-rs and the harness forbid unsafe code, so
 # ASan would find nothing; the build keeps debug assertions and overflow
 # checks, and runs about twice as fast without it.
 build=(-s none)

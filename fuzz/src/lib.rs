@@ -18,6 +18,8 @@
 //! garbage from garbage that legitimately corrupts an unauthenticated
 //! protocol) and a model of the application data in flight.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod duo;
 pub mod fec;
