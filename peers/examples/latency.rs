@@ -160,6 +160,9 @@ struct Outcome {
     virtual_ms: u64,
 }
 
+/// An implementation's name and its two sessions.
+type Run = (&'static str, Box<dyn Peer>, Box<dyn Peer>);
+
 /// Messages waiting for room in a bounded send queue.
 ///
 /// ikcp's send queue is unbounded; ours says `BufferFull`. Messages keep
@@ -252,7 +255,7 @@ fn main() {
     );
     for mode in [Mode::Default, Mode::Normal, Mode::Fast] {
         let (c1, c2) = mode.configs();
-        let runs: [(&str, Box<dyn Peer>, Box<dyn Peer>); 2] = [
+        let runs: [Run; 2] = [
             (
                 "ikcp",
                 Box::new(Ikcp::with_config(CONV, &c1).expect("config")),
