@@ -70,6 +70,10 @@ pub mod codec;
 pub mod config;
 pub mod constants;
 pub mod error;
+/// Tuning guide: what each knob trades, presets, FEC by loss rate, socket
+/// buffers and how to read the statistics.
+#[doc = include_str!("../docs/tuning.md")]
+pub mod guide {}
 #[cfg(feature = "fec")]
 pub mod fec;
 mod kcp;
