@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::ReadBuf;
 use tokio::net::ToSocketAddrs;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
@@ -39,14 +38,14 @@ use super::config::{SessionConfig, RECV_CHUNK};
 use super::session::{CloseReason, Cmd, Role, Session, Shared};
 use super::stats::Counters;
 use super::stream::KcpStream;
-use super::udp::{Outbox, UdpIo};
+use super::udp::{Outbox, RecvBatch, UdpIo};
 use crate::codec::{peek_conv, Segments};
 use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WINS, OVERHEAD};
 use crate::{Kcp, KcpConfig, KcpError};
 
 /// Commands taken per pass.
 pub(crate) const CMD_BATCH: usize = 256;
-/// Datagrams read per pass.
+/// Datagrams read per pass (at least; one receive call may bring more).
 pub(crate) const RECV_BATCH: usize = 64;
 /// Expired timers taken per pass.
 pub(crate) const TIMER_BATCH: usize = 256;
@@ -189,7 +188,7 @@ pub(crate) struct Endpoint {
     cmd_tx: mpsc::UnboundedSender<Cmd>,
     accept_tx: Option<mpsc::Sender<Accepted>>,
     dirty: Vec<u64>,
-    rx_buf: Vec<u8>,
+    rx: RecvBatch,
     scratch: Vec<u8>,
     tx: Outbox,
     /// FEC packets made from `tx`.
@@ -202,11 +201,11 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     fn new(io: UdpIo, cfg: SessionConfig, accept_tx: Option<mpsc::Sender<Accepted>>) -> Endpoint {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        // A datagram longer than the MTU is not KCP's: one byte more is
-        // enough to see it truncated. The scratch buffer for `Kcp::recv`
-        // grows on demand, to at most `rcv_wnd * mss` (the largest message a
-        // peer can send).
-        let rx_len = cfg.kcp.mtu as usize + 1;
+        // A datagram longer than the MTU is not KCP's (see
+        // `UdpIo::recv_batch`). The scratch buffer for `Kcp::recv` grows on
+        // demand, to at most `rcv_wnd * mss` (the largest message a peer can
+        // send).
+        let rx = io.recv_batch(cfg.kcp.mtu as usize);
         Endpoint {
             io,
             cfg: Arc::new(cfg),
@@ -219,7 +218,7 @@ impl Endpoint {
             cmd_tx,
             accept_tx,
             dirty: Vec::new(),
-            rx_buf: vec![0; rx_len],
+            rx,
             scratch: Vec::new(),
             tx: Outbox::default(),
             #[cfg(feature = "fec")]
@@ -256,29 +255,34 @@ impl Endpoint {
                     _ => break,
                 }
             }
-            let mut buf = std::mem::take(&mut self.rx_buf);
-            for _ in 0..RECV_BATCH {
-                let mut rb = ReadBuf::new(&mut buf);
-                match self.io.poll_recv_from(cx, &mut rb) {
-                    Poll::Ready(Ok(from)) => {
+            let mut batch = std::mem::take(&mut self.rx);
+            let mut received = 0;
+            while received < RECV_BATCH {
+                match self.io.poll_recv(cx, &mut batch) {
+                    Poll::Ready(Ok(())) => {
                         work += 1;
-                        let len = rb.filled().len();
-                        if len == buf.len() {
-                            // Longer than the MTU (truncated): not ours.
-                            Counters::add(&self.counters.datagrams_in, 1);
-                            Counters::add(&self.counters.dropped_invalid, 1);
-                            continue;
+                        received += batch.count().max(1);
+                        for (from, d) in batch.datagrams() {
+                            match d {
+                                Ok(d) => self.on_datagram(from, d, now),
+                                Err(len) => {
+                                    // Longer than the MTU: not ours.
+                                    Counters::add(&self.counters.datagrams_in, 1);
+                                    Counters::add(&self.counters.dropped_invalid, 1);
+                                    tracing::trace!(peer = %from, len, "dropped: longer than the MTU");
+                                }
+                            }
                         }
-                        self.on_datagram(from, &buf[..len], now);
                     }
                     Poll::Ready(Err(e)) => {
                         work += 1;
+                        received += 1;
                         self.on_recv_error(e);
                     }
                     Poll::Pending => break,
                 }
             }
-            self.rx_buf = buf;
+            self.rx = batch;
             for _ in 0..TIMER_BATCH {
                 match self.timers.poll_expired(cx) {
                     Poll::Ready(Some(expired)) => {

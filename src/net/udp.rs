@@ -1,17 +1,26 @@
-//! The UDP socket: creation with large buffers, and the one function every
-//! outgoing datagram goes through.
+//! The UDP socket: creation with large buffers, and the two functions every
+//! datagram goes through, [`UdpIo::send`] and [`UdpIo::poll_recv`].
 //!
-//! Batched I/O (GSO / `sendmmsg`, e.g. through `quinn-udp`) plugs in at
-//! [`UdpIo::send`]: a flush hands it all of one session's datagrams at once,
-//! contiguous in one buffer and all `mtu` long but the last, which is the
-//! shape GSO wants.
+//! With the `batch-io` feature (on by default) both go through `quinn-udp`:
+//! - **send**: a flush hands over all of one session's datagrams at once,
+//!   back to back in one buffer. Runs of equal-size datagrams (a bulk
+//!   flush is mostly `mtu`-sized segments), plus one shorter last one, go
+//!   to the kernel in one `sendmsg` with UDP GSO (`UDP_SEGMENT`): up to 64
+//!   datagrams per system call. Where the OS or the device refuses GSO,
+//!   `quinn-udp` falls back to one datagram per call by itself.
+//! - **receive**: `recvmmsg` fills up to [`RX_SLOTS`] buffers per call, and
+//!   with UDP GRO each buffer may hold many datagrams of one sender, each
+//!   `stride` bytes long but the last.
+//!
+//! Without the feature, one `sendto`/`recvfrom` per datagram.
+//!
+//! No `unsafe` here: the system calls are `quinn-udp`'s.
 
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
 use super::config::SessionConfig;
@@ -45,12 +54,74 @@ pub(crate) struct SendReport {
     pub dropped: u64,
     /// A send reported ECONNREFUSED (an ICMP port unreachable came back).
     pub refused: bool,
+    /// System calls made.
+    pub syscalls: u64,
+}
+
+/// Receive buffers filled per system call (`recvmmsg`).
+#[cfg(feature = "batch-io")]
+pub(crate) const RX_SLOTS: usize = 8;
+#[cfg(not(feature = "batch-io"))]
+pub(crate) const RX_SLOTS: usize = 1;
+
+/// Most bytes in one GSO send: the UDP length field's limit, less headers.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Most datagrams in one GSO send (Linux: `UDP_MAX_SEGMENTS`).
+#[cfg(feature = "batch-io")]
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Buffers for one receive call and what it filled.
+#[derive(Debug, Default)]
+pub(crate) struct RecvBatch {
+    buf: Vec<u8>,
+    /// Bytes per slot.
+    slot: usize,
+    /// Largest datagram accepted (the MTU).
+    max_datagram: usize,
+    /// Per filled slot: sender, bytes, and the length of each datagram in
+    /// it (all but the last; = bytes without GRO).
+    filled: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl RecvBatch {
+    /// Every datagram received, in order: `Ok(bytes)`, or `Err(len)` for
+    /// one longer than the MTU (truncated or not, it is not KCP's).
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, Result<&[u8], usize>)> + '_ {
+        self.filled
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, &(from, len, stride))| {
+                let slot = &self.buf[i * self.slot..i * self.slot + len];
+                // `chunks` of an empty slot yields nothing, but an empty
+                // datagram is one datagram.
+                let stride = if len == 0 { 1 } else { stride.max(1) };
+                let empty: &[u8] = &[];
+                let first = (len == 0).then_some(empty);
+                first.into_iter().chain(slot.chunks(stride)).map(move |d| {
+                    if d.len() > self.max_datagram {
+                        (from, Err(d.len()))
+                    } else {
+                        (from, Ok(d))
+                    }
+                })
+            })
+    }
+
+    /// Datagrams in the batch.
+    pub fn count(&self) -> usize {
+        self.filled
+            .iter()
+            .map(|&(_, len, stride)| len.div_ceil(stride.max(1)).max(1))
+            .sum()
+    }
 }
 
 /// A UDP socket, connected (one peer, a client) or not (a listener).
 #[derive(Debug)]
 pub(crate) struct UdpIo {
     socket: UdpSocket,
+    #[cfg(feature = "batch-io")]
+    state: quinn_udp::UdpSocketState,
     connected: bool,
     local: SocketAddr,
 }
@@ -58,6 +129,12 @@ pub(crate) struct UdpIo {
 impl UdpIo {
     /// A socket bound to `addr` with the configured buffer sizes.
     pub fn bind(addr: SocketAddr, cfg: &SessionConfig) -> io::Result<UdpIo> {
+        Self::bind_with(addr, cfg, false)
+    }
+
+    /// A socket bound to `addr`; with `reuse_port`, `SO_REUSEPORT` is set
+    /// first so that several sockets can share the address (Unix).
+    pub fn bind_with(addr: SocketAddr, cfg: &SessionConfig, reuse_port: bool) -> io::Result<UdpIo> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if let Some(n) = cfg.socket_recv_buffer {
             if let Err(e) = socket.set_recv_buffer_size(n) {
@@ -69,6 +146,9 @@ impl UdpIo {
                 tracing::debug!(error = %e, "could not set SO_SNDBUF");
             }
         }
+        if reuse_port {
+            set_reuse_port(&socket)?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         tracing::debug!(
@@ -78,9 +158,13 @@ impl UdpIo {
             "UDP socket bound"
         );
         let socket = UdpSocket::from_std(socket.into())?;
+        #[cfg(feature = "batch-io")]
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         let local = socket.local_addr()?;
         Ok(UdpIo {
             socket,
+            #[cfg(feature = "batch-io")]
+            state,
             connected: false,
             local,
         })
@@ -96,8 +180,8 @@ impl UdpIo {
     }
 
     /// Waits until the reactor has reported the socket writable once:
-    /// tokio's `try_send*` refuse to send before that, and the first flush
-    /// would be dropped.
+    /// tokio's `try_*` calls refuse to send before that, and the first
+    /// flush would be dropped.
     pub async fn ready(&self) -> io::Result<()> {
         self.socket.writable().await
     }
@@ -110,12 +194,63 @@ impl UdpIo {
         self.connected
     }
 
-    pub fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        self.socket.poll_recv_from(cx, buf)
+    /// Receive buffers sized for this socket: `RX_SLOTS` slots of the MTU
+    /// plus one byte (to see a longer datagram), or of 64 KiB when the
+    /// kernel coalesces datagrams (GRO). Large ones are allocated zeroed,
+    /// so pages never written cost no memory.
+    pub fn recv_batch(&self, mtu: usize) -> RecvBatch {
+        #[cfg(feature = "batch-io")]
+        let slot = if self.state.gro_segments() > 1 {
+            u16::MAX as usize + 1
+        } else {
+            mtu + 1
+        };
+        #[cfg(not(feature = "batch-io"))]
+        let slot = mtu + 1;
+        RecvBatch {
+            buf: vec![0; slot * RX_SLOTS],
+            slot,
+            max_datagram: mtu,
+            filled: Vec::with_capacity(RX_SLOTS),
+        }
+    }
+
+    /// Receives what is waiting, up to `RX_SLOTS` buffers, into `batch`.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<io::Result<()>> {
+        batch.filled.clear();
+        #[cfg(feature = "batch-io")]
+        {
+            use std::io::IoSliceMut;
+            use tokio::io::Interest;
+            loop {
+                std::task::ready!(self.socket.poll_recv_ready(cx))?;
+                let mut chunks = batch.buf.chunks_mut(batch.slot);
+                let mut iovs: [IoSliceMut<'_>; RX_SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+                let mut meta = [quinn_udp::RecvMeta::default(); RX_SLOTS];
+                let r = self.socket.try_io(Interest::READABLE, || {
+                    self.state.recv((&self.socket).into(), &mut iovs, &mut meta)
+                });
+                match r {
+                    Ok(n) => {
+                        for m in &meta[..n] {
+                            batch.filled.push((m.addr, m.len, m.stride));
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        #[cfg(not(feature = "batch-io"))]
+        {
+            let mut rb = tokio::io::ReadBuf::new(&mut batch.buf);
+            let from = std::task::ready!(self.socket.poll_recv_from(cx, &mut rb))?;
+            let len = rb.filled().len();
+            batch.filled.push((from, len, len));
+            Poll::Ready(Ok(()))
+        }
     }
 
     /// Sends the datagrams of `out` to `peer`. A full socket buffer drops
@@ -123,25 +258,133 @@ impl UdpIo {
     pub fn send(&self, peer: SocketAddr, out: &Outbox) -> SendReport {
         let mut report = SendReport::default();
         let mut off = 0;
-        for &len in &out.lens {
-            let d = &out.buf[off..off + len];
-            off += len;
-            let r = if self.connected {
-                self.socket.try_send(d)
-            } else {
-                self.socket.try_send_to(d, peer)
-            };
+        let mut i = 0;
+        while i < out.lens.len() {
+            let (n, bytes) = self.run(&out.lens[i..]);
+            let r = self.send_run(peer, &out.buf[off..off + bytes], out.lens[i], n);
+            report.syscalls += 1;
+            i += n;
+            off += bytes;
             match r {
-                Ok(_) => report.sent += 1,
+                Ok(()) => report.sent += n as u64,
                 Err(e) => {
-                    report.dropped += 1;
+                    report.dropped += n as u64;
                     report.refused |= e.kind() == io::ErrorKind::ConnectionRefused;
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::trace!(%peer, error = %e, "send failed");
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        // The buffer is full: the rest would fail as well.
+                        report.dropped += (out.lens.len() - i) as u64;
+                        break;
                     }
+                    tracing::trace!(%peer, error = %e, "send failed");
                 }
             }
         }
         report
+    }
+
+    /// How many datagrams from the front of `lens` go in one system call,
+    /// and their bytes: with GSO a run of equal sizes plus one shorter.
+    fn run(&self, lens: &[usize]) -> (usize, usize) {
+        #[cfg(feature = "batch-io")]
+        let max = self.state.max_gso_segments().min(GSO_MAX_SEGMENTS);
+        #[cfg(not(feature = "batch-io"))]
+        let max = 1;
+        gso_run(lens, max)
+    }
+
+    /// Sends `n` datagrams of `seg` bytes (the last may be shorter), back to
+    /// back in `data`, in one system call.
+    fn send_run(&self, peer: SocketAddr, data: &[u8], seg: usize, n: usize) -> io::Result<()> {
+        #[cfg(feature = "batch-io")]
+        {
+            let t = quinn_udp::Transmit {
+                destination: peer,
+                ecn: None,
+                contents: data,
+                segment_size: (n > 1).then_some(seg),
+                src_ip: None,
+            };
+            self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &t)
+            })
+        }
+        #[cfg(not(feature = "batch-io"))]
+        {
+            let _ = (seg, n);
+            let r = if self.connected {
+                self.socket.try_send(data)
+            } else {
+                self.socket.try_send_to(data, peer)
+            };
+            r.map(|_| ())
+        }
+    }
+}
+
+/// The longest run at the front of `lens` (not empty) that one GSO send
+/// can carry: at most `max` datagrams and `GSO_MAX_BYTES`, all of the first
+/// one's size but the last, which may be shorter. Returns its datagrams and
+/// bytes.
+fn gso_run(lens: &[usize], max: usize) -> (usize, usize) {
+    let seg = lens[0];
+    let (mut n, mut bytes) = (1, seg);
+    while n < lens.len() && n < max && bytes + lens[n] <= GSO_MAX_BYTES {
+        let len = lens[n];
+        if len > seg {
+            break;
+        }
+        n += 1;
+        bytes += len;
+        if len < seg {
+            break; // a shorter segment can only be the last
+        }
+    }
+    (n, bytes)
+}
+
+#[cfg(unix)]
+fn set_reuse_port(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(not(unix))]
+fn set_reuse_port(_socket: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is not available on this platform",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_are_equal_sizes_then_one_shorter() {
+        assert_eq!(gso_run(&[1400, 1400, 1400, 600, 1400], 64), (4, 4800));
+        assert_eq!(gso_run(&[1400, 1400], 1), (1, 1400));
+        assert_eq!(gso_run(&[600, 1400, 1400], 64), (1, 600));
+        assert_eq!(gso_run(&[1400, 1400, 1400], 2), (2, 2800));
+        assert_eq!(gso_run(&[1400; 100], 64), (46, 46 * 1400));
+        assert_eq!(gso_run(&[24], 64), (1, 24));
+    }
+
+    #[test]
+    fn a_received_batch_splits_coalesced_datagrams() {
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut b = RecvBatch {
+            buf: vec![0; 3 * 16],
+            slot: 16,
+            max_datagram: 5,
+            filled: Vec::new(),
+        };
+        b.buf[..12].copy_from_slice(b"aaaabbbbcc..");
+        b.buf[32..38].copy_from_slice(b"toolon");
+        b.filled = vec![(from, 10, 4), (from, 0, 0), (from, 6, 6)];
+        let got: Vec<_> = b.datagrams().map(|(_, d)| d).collect();
+        let want: [Result<&[u8], usize>; 5] =
+            [Ok(b"aaaa"), Ok(b"bbbb"), Ok(b"cc"), Ok(b""), Err(6)];
+        assert_eq!(got, want);
+        assert_eq!(b.count(), 5);
     }
 }
