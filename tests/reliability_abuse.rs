@@ -298,7 +298,7 @@ async fn flood_holds_caps_expires_half_open_and_spares_the_legit_session() {
     let listener = Arc::new(KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap());
     let addr = listener.local_addr().unwrap();
     let server = sink_server(listener.clone());
-    let legit_bytes = 4 << 20;
+    let legit_bytes = 8 << 20;
 
     timeout(Duration::from_secs(90), async {
         let mut legit = KcpStream::connect(addr, cfg.clone()).await.unwrap();
@@ -404,10 +404,10 @@ async fn flood_holds_caps_expires_half_open_and_spares_the_legit_session() {
 /// session holds must stay within KCP's own receive buffers (it is never
 /// handed to `accept`, so nothing should be queued for a reader).
 ///
-/// FAILS until the socket task stops moving a half-open session's data into
-/// the reader's queue: measured 3142 KiB per half-open session (16 messages
-/// of 127 fragments in the message-mode queue) against 344 KiB of KCP
-/// buffers, i.e. about 30 GiB with the default `max_sessions`.
+/// Failed before commit 0ea62b1 ("net: leave a half-open session's data in
+/// KCP until the peer answers"): 3142 KiB per half-open session (16 messages
+/// of 127 fragments in the message-mode reader queue) against 344 KiB of
+/// KCP buffers, about 30 GiB at the default `max_sessions`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_sessions_buffer_no_more_than_the_kcp_window() {
     let _g = serial();

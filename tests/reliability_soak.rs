@@ -108,7 +108,7 @@ async fn wait_no_sessions(listener: &KcpListener) -> ListenerStats {
 
 /// Writes `bytes` of the pattern seeded `seed`, then waits until all is
 /// acknowledged. Returns the hash of what was written.
-async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -> u64 {
+async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -> (u64, W) {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; 48 * 1024 + 7]; // odd size: writes straddle segments
     let mut off = 0;
@@ -120,12 +120,12 @@ async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -
         off += n as u64;
     }
     w.shutdown().await.expect("shutdown (all acknowledged)");
-    h
+    (h, w)
 }
 
 /// Reads exactly `bytes`, comparing every byte with the pattern. Returns
 /// the hash of what was read.
-async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> u64 {
+async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> (u64, R) {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0u64;
@@ -144,7 +144,7 @@ async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> 
         fnv1a(&mut h, &buf[..n]);
         got += n as u64;
     }
-    h
+    (h, r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,9 +164,13 @@ async fn soak_stream_mode_both_ways() {
         let (sr, sw) = server.into_split();
         let s_write = tokio::spawn(write_pattern(sw, 2, each));
         let s_read = tokio::spawn(read_pattern(sr, 1, each));
-        let up = (c_write.await.unwrap(), s_read.await.unwrap());
-        let down = (s_write.await.unwrap(), c_read.await.unwrap());
-        (up, down)
+        // Every half is kept until all four are done (an application-level
+        // close): a session dropped as soon as its own side is finished
+        // stops acknowledging, and a lost last ACK would leave the peer's
+        // shutdown waiting (see docs/security.md, "last ACK").
+        let (cw, cr) = (c_write.await.unwrap(), c_read.await.unwrap());
+        let (sw, sr) = (s_write.await.unwrap(), s_read.await.unwrap());
+        ((cw.0, sr.0), (sw.0, cr.0))
     };
     let ((up_sent, up_got), (down_sent, down_got)) = timeout(time_limit(total), run)
         .await
@@ -217,7 +221,11 @@ fn build_msg(seed: u64, i: u64, buf: &mut Vec<u8>) {
     fill(seed ^ i, 0, &mut buf[12..]);
 }
 
-async fn send_msgs(mut w: kcp_rs::net::OwnedWriteHalf, seed: u64, count: u64) -> u64 {
+async fn send_msgs(
+    mut w: kcp_rs::net::OwnedWriteHalf,
+    seed: u64,
+    count: u64,
+) -> (u64, kcp_rs::net::OwnedWriteHalf) {
     let mut h = FNV_INIT;
     let mut buf = Vec::new();
     for i in 0..count {
@@ -226,11 +234,16 @@ async fn send_msgs(mut w: kcp_rs::net::OwnedWriteHalf, seed: u64, count: u64) ->
         w.send_msg(&buf).await.expect("send_msg");
     }
     w.shutdown().await.expect("shutdown (all acknowledged)");
-    h
+    (h, w)
 }
 
 /// Receives `count` messages and checks that each is the next one, whole.
-async fn recv_msgs(mut r: kcp_rs::net::OwnedReadHalf, seed: u64, count: u64, max: usize) -> u64 {
+async fn recv_msgs(
+    mut r: kcp_rs::net::OwnedReadHalf,
+    seed: u64,
+    count: u64,
+    max: usize,
+) -> (u64, kcp_rs::net::OwnedReadHalf) {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; max];
     let mut want = Vec::new();
@@ -258,7 +271,7 @@ async fn recv_msgs(mut r: kcp_rs::net::OwnedReadHalf, seed: u64, count: u64, max
         !matches!(extra, Ok(Ok(_))),
         "flow {seed}: a message arrived after the last one"
     );
-    h
+    (h, r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,9 +293,10 @@ async fn soak_message_mode_both_ways() {
         let (sr, sw) = server.into_split();
         let s_send = tokio::spawn(send_msgs(sw, 4, count));
         let s_recv = tokio::spawn(recv_msgs(sr, 3, count, max));
-        let up = (c_send.await.unwrap(), s_recv.await.unwrap());
-        let down = (s_send.await.unwrap(), c_recv.await.unwrap());
-        (up, down)
+        // Halves kept until all four are done, as in stream mode.
+        let (cw, cr) = (c_send.await.unwrap(), c_recv.await.unwrap());
+        let (sw, sr) = (s_send.await.unwrap(), s_recv.await.unwrap());
+        ((cw.0, sr.0), (sw.0, cr.0))
     };
     let ((up_sent, up_got), (down_sent, down_got)) = timeout(time_limit(total), run)
         .await
