@@ -58,34 +58,55 @@ const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
 
-/// What the listener keeps of its socket task.
+/// What the listener keeps of its socket tasks.
 pub(crate) struct ListenerParts {
     pub accept_rx: mpsc::Receiver<Accepted>,
-    pub cmd_tx: mpsc::UnboundedSender<Cmd>,
+    /// One per socket task.
+    pub cmd_tx: Vec<mpsc::UnboundedSender<Cmd>>,
     pub counters: Arc<Counters>,
     pub local: SocketAddr,
 }
 
-/// Binds a listening socket and spawns its task.
+/// Binds `sockets` listening sockets to one address (with `SO_REUSEPORT`
+/// when more than one) and spawns a task for each. The tasks share the
+/// accept queue and the counters.
 pub(crate) async fn listen<A: ToSocketAddrs>(
     addr: A,
     cfg: SessionConfig,
+    sockets: usize,
 ) -> io::Result<ListenerParts> {
     cfg.validate()?;
+    if sockets == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a listener needs at least one socket",
+        ));
+    }
     let addr = resolve(addr).await?;
-    let io = UdpIo::bind(addr, &cfg)?;
-    io.ready().await?;
+    let reuse = sockets > 1;
+    let first = UdpIo::bind_with(addr, &cfg, reuse)?;
+    let local = first.local_addr();
+    let mut ios = vec![first];
+    for _ in 1..sockets {
+        // Bound to the port the first one got (`addr` may name port 0).
+        ios.push(UdpIo::bind_with(local, &cfg, true)?);
+    }
     let (accept_tx, accept_rx) = mpsc::channel(cfg.accept_backlog);
-    let ep = Endpoint::new(io, cfg, Some(accept_tx));
-    let parts = ListenerParts {
+    let counters = Arc::new(Counters::default());
+    let mut cmd_tx = Vec::with_capacity(sockets);
+    for (i, io) in ios.into_iter().enumerate() {
+        io.ready().await?;
+        let ep = Endpoint::new(io, cfg.clone(), Some(accept_tx.clone()), counters.clone());
+        cmd_tx.push(ep.cmd_tx.clone());
+        let span = tracing::debug_span!("kcp_listener", %local, socket = i);
+        tokio::spawn(ep.run().instrument(span));
+    }
+    Ok(ListenerParts {
         accept_rx,
-        cmd_tx: ep.cmd_tx.clone(),
-        counters: ep.counters.clone(),
-        local: ep.io.local_addr(),
-    };
-    let span = tracing::debug_span!("kcp_listener", local = %parts.local);
-    tokio::spawn(ep.run().instrument(span));
-    Ok(parts)
+        cmd_tx,
+        counters,
+        local,
+    })
 }
 
 /// Opens a client session on a socket of its own and spawns its task.
@@ -104,7 +125,7 @@ pub(crate) async fn connect<A: ToSocketAddrs>(
     io.connect(peer).await?;
     io.ready().await?;
     let conv = cfg.conv.unwrap_or_else(random_conv);
-    let mut ep = Endpoint::new(io, cfg, None);
+    let mut ep = Endpoint::new(io, cfg, None, Arc::new(Counters::default()));
     let stream = ep.open_client(peer, conv)?;
     let span = tracing::debug_span!("kcp_client", local = %ep.io.local_addr(), %peer, conv);
     tokio::spawn(ep.run().instrument(span));
@@ -199,7 +220,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(io: UdpIo, cfg: SessionConfig, accept_tx: Option<mpsc::Sender<Accepted>>) -> Endpoint {
+    fn new(
+        io: UdpIo,
+        cfg: SessionConfig,
+        accept_tx: Option<mpsc::Sender<Accepted>>,
+        counters: Arc<Counters>,
+    ) -> Endpoint {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         // A datagram longer than the MTU is not KCP's (see
         // `UdpIo::recv_batch`). The scratch buffer for `Kcp::recv` grows on
@@ -223,7 +249,7 @@ impl Endpoint {
             tx: Outbox::default(),
             #[cfg(feature = "fec")]
             wire: Outbox::default(),
-            counters: Arc::new(Counters::default()),
+            counters,
             next_id: 1,
         }
     }
@@ -414,7 +440,10 @@ impl Endpoint {
             return;
         }
         let from_ip = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
-        if self.sessions.len() >= self.cfg.max_sessions || from_ip >= self.cfg.max_sessions_per_ip {
+        // `sessions_active` counts the sessions of every socket of the
+        // listener (they share the counters).
+        let active = self.counters.sessions_active.load(Relaxed) as usize;
+        if active >= self.cfg.max_sessions || from_ip >= self.cfg.max_sessions_per_ip {
             Counters::add(&self.counters.dropped_over_limit, 1);
             tracing::trace!(peer = %from, conv, "dropped: session limit reached");
             return;

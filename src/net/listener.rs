@@ -46,7 +46,7 @@ use super::stream::KcpStream;
 /// ```
 pub struct KcpListener {
     accept_rx: Mutex<mpsc::Receiver<Accepted>>,
-    cmd_tx: mpsc::UnboundedSender<Cmd>,
+    cmd_tx: Vec<mpsc::UnboundedSender<Cmd>>,
     counters: Arc<Counters>,
     local: SocketAddr,
 }
@@ -58,7 +58,52 @@ impl KcpListener {
     /// An invalid `config` (`InvalidInput`), an address that does not
     /// resolve, or a socket that cannot be bound.
     pub async fn bind<A: ToSocketAddrs>(addr: A, config: SessionConfig) -> io::Result<KcpListener> {
-        let parts = endpoint::listen(addr, config).await?;
+        Self::from_parts(endpoint::listen(addr, config, 1).await?)
+    }
+
+    /// Binds `sockets` UDP sockets to the same address with `SO_REUSEPORT`,
+    /// each driven by a task of its own, so that a server on a
+    /// multi-threaded runtime spreads its sessions over the cores.
+    ///
+    /// The kernel picks the socket of each datagram by a hash of its source
+    /// and destination, so all of one client's datagrams reach the same
+    /// socket and session. Sessions from every socket come out of the one
+    /// [`accept`](Self::accept), and [`stats`](Self::stats) sums over the
+    /// sockets. [`max_sessions`](SessionConfig::max_sessions) bounds the
+    /// listener's total (it may be passed by up to `sockets - 1` when
+    /// sessions open on several sockets at the same instant);
+    /// [`max_sessions_per_ip`](SessionConfig::max_sessions_per_ip) holds
+    /// per socket. With `sockets == 1` this is [`bind`](Self::bind).
+    ///
+    /// After the listener is dropped, a socket closes once its own sessions
+    /// are gone, and the kernel then sends the datagrams it received to the
+    /// remaining sockets, which do not know the sessions of the closed one
+    /// (they are dropped; such a session ends by its idle timeout). This
+    /// only concerns sessions still open after the listener was dropped.
+    ///
+    /// ```no_run
+    /// use kcp_rs::net::{KcpListener, SessionConfig};
+    ///
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// let listener =
+    ///     KcpListener::bind_reuseport("0.0.0.0:4000", SessionConfig::default(), cores).await?;
+    /// let (stream, peer) = listener.accept().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind); `InvalidInput` when `sockets` is 0;
+    /// `Unsupported` on platforms without `SO_REUSEPORT` when `sockets > 1`.
+    pub async fn bind_reuseport<A: ToSocketAddrs>(
+        addr: A,
+        config: SessionConfig,
+        sockets: usize,
+    ) -> io::Result<KcpListener> {
+        Self::from_parts(endpoint::listen(addr, config, sockets).await?)
+    }
+
+    fn from_parts(parts: endpoint::ListenerParts) -> io::Result<KcpListener> {
         Ok(KcpListener {
             accept_rx: Mutex::new(parts.accept_rx),
             cmd_tx: parts.cmd_tx,
@@ -113,7 +158,8 @@ impl KcpListener {
         Ok(self.local)
     }
 
-    /// Totals of the socket task: datagrams, drops, sessions.
+    /// Totals of the socket task (of all of them, after
+    /// [`bind_reuseport`](Self::bind_reuseport)): datagrams, drops, sessions.
     pub fn stats(&self) -> ListenerStats {
         self.counters.snapshot()
     }
@@ -129,7 +175,9 @@ impl std::fmt::Debug for KcpListener {
 
 impl Drop for KcpListener {
     fn drop(&mut self) {
-        let _ = self.cmd_tx.send(Cmd::ListenerClosed);
+        for tx in &self.cmd_tx {
+            let _ = tx.send(Cmd::ListenerClosed);
+        }
     }
 }
 
