@@ -9,7 +9,6 @@
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kcp_rs::net::{KcpListener, KcpStream, ListenerStats, SessionConfig};
@@ -21,11 +20,9 @@ use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
 /// The back-pressure test measures the process's memory: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// (An async mutex: each test has its own runtime, and the guard is held
+/// across awaits.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const IDLE: Duration = Duration::from_secs(2);
 /// Slack on top of `idle_timeout` for timers and a loaded CI machine.
@@ -84,7 +81,10 @@ async fn read_until_error(s: &mut (impl AsyncReadExt + Unpin), within: Duration)
 }
 
 /// Writes until an error; panics on a deadline.
-async fn write_until_error(s: &mut (impl AsyncWriteExt + Unpin), within: Duration) -> std::io::Error {
+async fn write_until_error(
+    s: &mut (impl AsyncWriteExt + Unpin),
+    within: Duration,
+) -> std::io::Error {
     let buf = vec![7u8; 16 * 1024];
     timeout(within, async {
         loop {
@@ -129,7 +129,9 @@ impl RemoteWriter {
             drop(rt);
             let _ = done_tx.send(t.elapsed());
         });
-        let local = local_rx.recv_timeout(Duration::from_secs(10)).expect("remote client");
+        let local = local_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("remote client");
         RemoteWriter { kill, done, local }
     }
 
@@ -172,13 +174,18 @@ async fn blackholed_peer_fails_both_ends_with_timed_out() {
             write_until_error(&mut cw, bound),
         );
         let took = t.elapsed();
-        eprintln!("black hole: both ends failed within {took:?}: server read {sre}, client write {cwe}");
+        eprintln!(
+            "black hole: both ends failed within {took:?}: server read {sre}, client write {cwe}"
+        );
         for e in [&sre, &swe, &cre, &cwe] {
             assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
         }
         assert!(took <= bound, "{took:?}");
         drop((sr, sw, cr, cw));
-        let st = wait_for(&listener, Duration::from_secs(2), |s| s.sessions_active == 0).await;
+        let st = wait_for(&listener, Duration::from_secs(2), |s| {
+            s.sessions_active == 0
+        })
+        .await;
         assert_eq!(st.sessions_active, 0, "{st:?}");
         assert_eq!(st.timed_out, 1, "{st:?}");
     })
@@ -201,7 +208,9 @@ async fn peer_runtime_dropped_mid_transfer() {
         while got < 1 << 20 {
             got += server.read(&mut buf).await.unwrap();
         }
-        let dropped_in = tokio::task::spawn_blocking(move || remote.kill()).await.unwrap();
+        let dropped_in = tokio::task::spawn_blocking(move || remote.kill())
+            .await
+            .unwrap();
         let t = Instant::now();
         let e = read_until_error(&mut server, IDLE + SLACK).await;
         eprintln!(
@@ -212,7 +221,10 @@ async fn peer_runtime_dropped_mid_transfer() {
         assert!(dropped_in < Duration::from_secs(2), "{dropped_in:?}");
         assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
         drop(server);
-        let st = wait_for(&listener, Duration::from_secs(2), |s| s.sessions_active == 0).await;
+        let st = wait_for(&listener, Duration::from_secs(2), |s| {
+            s.sessions_active == 0
+        })
+        .await;
         assert_eq!(st.sessions_active, 0, "{st:?}");
     })
     .await
@@ -235,7 +247,9 @@ fn listener_runtime_dropped_mid_transfer() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = server_rt.block_on(KcpListener::bind("127.0.0.1:0", cfg.clone())).unwrap();
+    let listener = server_rt
+        .block_on(KcpListener::bind("127.0.0.1:0", cfg.clone()))
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     server_rt.spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -294,8 +308,10 @@ async fn restart_with_same_conv_from_a_new_port() {
         let first = RemoteWriter::start(addr, cfg.clone());
         let (mut old, from_old) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 256 * 1024];
-        old.read(&mut buf).await.unwrap();
-        tokio::task::spawn_blocking(move || first.kill()).await.unwrap();
+        assert!(old.read(&mut buf).await.unwrap() > 0);
+        tokio::task::spawn_blocking(move || first.kill())
+            .await
+            .unwrap();
 
         let mut again = KcpStream::connect(addr, cfg.clone()).await.unwrap();
         assert_eq!(again.conv(), 0xC0FFEE);
@@ -315,7 +331,10 @@ async fn restart_with_same_conv_from_a_new_port() {
         let n = new.recv_msg(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"still");
         drop((old, new, again));
-        let st = wait_for(&listener, Duration::from_secs(3), |s| s.sessions_active == 0).await;
+        let st = wait_for(&listener, Duration::from_secs(3), |s| {
+            s.sessions_active == 0
+        })
+        .await;
         eprintln!("restart from a new port: {st:?}");
         assert_eq!(st.sessions_active, 0, "{st:?}");
     })
@@ -378,7 +397,9 @@ async fn restart_with_same_conv_on_the_same_port() {
         for i in 0..40u32 {
             first.kcp.send(format!("old {i}").as_bytes()).unwrap();
         }
-        first.run(&sock, Duration::from_millis(300), &mut |_| {}).await;
+        first
+            .run(&sock, Duration::from_millis(300), &mut |_| {})
+            .await;
         let (mut server, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         for i in 0..40u32 {
@@ -401,7 +422,9 @@ async fn restart_with_same_conv_on_the_same_port() {
                 }
             }
         });
-        second.run(&sock, Duration::from_millis(1500), &mut |_| {}).await;
+        second
+            .run(&sock, Duration::from_millis(1500), &mut |_| {})
+            .await;
         drop(sock); // the restarted peer goes away too
         let (got, e) = timeout(IDLE + SLACK + Duration::from_secs(2), server_task)
             .await
@@ -418,11 +441,18 @@ async fn restart_with_same_conv_on_the_same_port() {
         if let Some(first) = got.first() {
             let start: u32 = first.strip_prefix("new ").expect(first).parse().unwrap();
             for (k, m) in got.iter().enumerate() {
-                assert_eq!(m, &format!("new {}", start + k as u32), "out of order or foreign");
+                assert_eq!(
+                    m,
+                    &format!("new {}", start + k as u32),
+                    "out of order or foreign"
+                );
             }
         }
         assert!(matches!(e.kind(), ErrorKind::TimedOut), "{e}");
-        let st = wait_for(&listener, Duration::from_secs(3), |s| s.sessions_active == 0).await;
+        let st = wait_for(&listener, Duration::from_secs(3), |s| {
+            s.sessions_active == 0
+        })
+        .await;
         assert_eq!(st.sessions_active, 0, "{st:?}");
     })
     .await
@@ -454,9 +484,14 @@ async fn a_closed_port_does_not_disturb_other_sessions() {
         for _ in 0..3 {
             servers.push(listener.accept().await.unwrap());
         }
-        let i = servers.iter().position(|(_, a)| *a == doomed_addr).expect("doomed session");
+        let i = servers
+            .iter()
+            .position(|(_, a)| *a == doomed_addr)
+            .expect("doomed session");
         let (mut dead_srv, _) = servers.remove(i);
-        tokio::task::spawn_blocking(move || doomed.kill()).await.unwrap();
+        tokio::task::spawn_blocking(move || doomed.kill())
+            .await
+            .unwrap();
         // The listener writes to the closed port.
         let dead_write = tokio::spawn(async move {
             let e = write_until_error(&mut dead_srv, IDLE + SLACK).await;
@@ -508,7 +543,10 @@ async fn a_closed_port_does_not_disturb_other_sessions() {
         s.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"new");
         drop((c, s));
-        let st = wait_for(&listener, Duration::from_secs(5), |s| s.sessions_active == 0).await;
+        let st = wait_for(&listener, Duration::from_secs(5), |s| {
+            s.sessions_active == 0
+        })
+        .await;
         assert_eq!(st.sessions_active, 0, "{st:?}");
     })
     .await
@@ -524,7 +562,7 @@ async fn a_closed_port_does_not_disturb_other_sessions() {
 /// resumes every byte arrives in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_reader_holds_the_writer_and_memory_flat() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let cfg = config(true);
     let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -639,7 +677,9 @@ async fn last_ack_lost_after_the_server_closed_is_repeated() {
         sock.connect(addr).await.unwrap();
         let mut client = CoreClient::new(0xACC, cfg.kcp);
         client.kcp.send(b"first").unwrap();
-        client.run(&sock, Duration::from_millis(300), &mut |_| {}).await;
+        client
+            .run(&sock, Duration::from_millis(300), &mut |_| {})
+            .await;
         let (mut server, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 1024];
         let n = server.recv_msg(&mut buf).await.unwrap();
@@ -663,7 +703,10 @@ async fn last_ack_lost_after_the_server_closed_is_repeated() {
         // The client retransmits "last" and listens.
         client.run(&sock, Duration::from_secs(2), &mut |_| {}).await;
         let st = listener.stats();
-        eprintln!("after the lost last ACK: client unacked {}; {st:?}", client.kcp.wait_snd());
+        eprintln!(
+            "after the lost last ACK: client unacked {}; {st:?}",
+            client.kcp.wait_snd()
+        );
         assert_eq!(
             client.kcp.wait_snd(),
             0,
