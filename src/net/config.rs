@@ -40,15 +40,25 @@ pub struct SessionConfig {
     pub conv: Option<u32>,
     /// A session that receives no valid datagram for this long is closed;
     /// its reads and writes fail with [`io::ErrorKind::TimedOut`]. This is
-    /// the bound within which a vanished peer is noticed. Keep it well above
-    /// [`keep_alive`](Self::keep_alive) so that a live but quiet peer is
-    /// not dropped. Default: 30 s.
+    /// the bound within which a vanished peer is noticed. Keep it above
+    /// [`keep_alive`](Self::keep_alive) by a few `keep_alive / 5` (the
+    /// interval of repeated probes) so that a live but quiet peer is not
+    /// dropped. Default: 30 s.
     pub idle_timeout: Duration,
     /// When nothing has been received for this long, ask the peer for its
     /// window (a KCP `WASK` segment, which every KCP implementation answers
     /// with `WINS`): cheap traffic that keeps a quiet session, and NAT
     /// mappings on the way, alive. `None` disables it, and then a quiet
-    /// session ends after `idle_timeout`. Default: 10 s.
+    /// session ends after `idle_timeout`. A probe still unanswered is
+    /// repeated every `keep_alive / 5`, so one lost probe does not end the
+    /// session. Default: 20 s.
+    ///
+    /// The connecting side ([`KcpStream::connect`](super::KcpStream::connect))
+    /// probes at this interval. A listener's sessions answer those probes
+    /// and probe only after longer without a datagram (halfway between
+    /// `keep_alive` and `idle_timeout`, at most twice `keep_alive`), which
+    /// keeps peers without keep-alives of their own (ikcp, kcp-go) while an
+    /// idle listener serving our own clients sends only answers.
     pub keep_alive: Option<Duration>,
     /// A session created by a peer's first datagram that has not answered
     /// anything we sent within this time is removed silently (it was never
@@ -137,7 +147,7 @@ impl Default for SessionConfig {
             },
             conv: None,
             idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
+            keep_alive: Some(Duration::from_secs(20)),
             half_open_timeout: Duration::from_secs(5),
             max_sessions: 10_000,
             max_sessions_per_ip: 1_000,

@@ -40,7 +40,7 @@ use super::stats::Counters;
 use super::stream::KcpStream;
 use super::udp::{Outbox, RecvBatch, UdpIo};
 use crate::codec::{peek_conv, Segments};
-use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WINS, OVERHEAD};
+use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WINS, IDLE_CHECK, OVERHEAD};
 use crate::{Kcp, KcpConfig, KcpError};
 
 /// Commands taken per pass.
@@ -667,8 +667,8 @@ impl Endpoint {
                 Err(TrySendError::Closed(_)) => return Some((None, Ending::Other)),
             }
         }
-        if let Some(k) = cfg.keep_alive {
-            if now >= sess.last_recv.max(sess.last_probe) + k {
+        if let Some(k) = keep_alive(cfg, sess.role) {
+            if now >= next_probe(sess, k, cfg) {
                 sess.kcp.ask_window();
                 sess.last_probe = now;
                 sess.stats.keepalives_sent += 1;
@@ -738,17 +738,23 @@ impl Endpoint {
         }
         sess.publish_stats();
 
-        // File the next deadline.
+        // File the next deadline. With nothing pending, `check` names a
+        // time `IDLE_CHECK` ahead only to bound the gap between updates;
+        // the session needs no wake-up then (input, a write or the layer's
+        // own deadlines below drive it, and `update` copes with the gap),
+        // which spares an idle listener one wake-up per session every 10 s.
         let wait = sess.kcp.check(now_ms).wrapping_sub(now_ms);
         let wait = if wait > i32::MAX as u32 { 0 } else { wait };
-        let mut at = now + Duration::from_millis(wait as u64);
-        at = at.min(sess.last_recv + cfg.idle_timeout);
+        let mut at = sess.last_recv + cfg.idle_timeout;
+        if wait < IDLE_CHECK {
+            at = at.min(now + Duration::from_millis(wait as u64));
+        }
         if sess.role == Role::Server && !sess.confirmed {
             at = at.min(sess.created + cfg.half_open_timeout);
             at = at.min(sess.last_probe + HALF_OPEN_PROBE);
         }
-        if let Some(k) = cfg.keep_alive {
-            at = at.min(sess.last_recv.max(sess.last_probe) + k);
+        if let Some(k) = keep_alive(cfg, sess.role) {
+            at = at.min(next_probe(sess, k, cfg));
         }
         #[cfg(feature = "fec")]
         if let Some(d) = fec_deadline {
@@ -762,6 +768,33 @@ impl Endpoint {
         }
         sess.deadline = Some(at);
         None
+    }
+}
+
+/// After how much silence a session probes its peer. The connecting side
+/// probes at [`SessionConfig::keep_alive`]; a listener's session answers
+/// those probes and probes itself only halfway between `keep_alive` and
+/// `idle_timeout` (at most `2 × keep_alive`), for peers that send no
+/// keep-alive of their own (ikcp, kcp-go). Between two of our own ends,
+/// only the client's probes travel, which halves an idle listener's
+/// traffic.
+fn keep_alive(cfg: &SessionConfig, role: Role) -> Option<Duration> {
+    let k = cfg.keep_alive?;
+    Some(match role {
+        Role::Client => k,
+        Role::Server => (k * 2).min((k + cfg.idle_timeout) / 2).max(k),
+    })
+}
+
+/// When a session probes next: `k` after the last datagram heard, or, while
+/// a probe is unanswered (lost, or its answer was), `keep_alive / 5` after
+/// it, so that a long keep-alive still gets several tries before
+/// `idle_timeout`.
+fn next_probe(sess: &Session, k: Duration, cfg: &SessionConfig) -> Instant {
+    if sess.last_probe > sess.last_recv {
+        sess.last_probe + cfg.keep_alive.unwrap_or(k) / 5
+    } else {
+        sess.last_recv + k
     }
 }
 
@@ -980,6 +1013,28 @@ mod tests {
         assert_eq!(b.check(21), 21, "the answer is due at once");
         b.update(21);
         assert!(is_answer(&b.output().buf));
+    }
+
+    #[test]
+    fn a_listener_probes_later_than_its_clients() {
+        let s = Duration::from_secs;
+        let cfg = SessionConfig::default();
+        assert_eq!(keep_alive(&cfg, Role::Client), Some(s(20)));
+        assert_eq!(keep_alive(&cfg, Role::Server), Some(s(25)));
+        let quick = SessionConfig {
+            keep_alive: Some(Duration::from_millis(300)),
+            idle_timeout: Duration::from_millis(1500),
+            ..cfg.clone()
+        };
+        assert_eq!(
+            keep_alive(&quick, Role::Server),
+            Some(Duration::from_millis(600))
+        );
+        let off = SessionConfig {
+            keep_alive: None,
+            ..cfg
+        };
+        assert_eq!(keep_alive(&off, Role::Server), None);
     }
 
     #[test]
