@@ -1,17 +1,13 @@
 //! A session that sends now and then (a game's inputs, a chat, keep-alive
 //! traffic) must still measure the round trip correctly.
 //!
-//! Known bug, hence `#[ignore]`: the socket task hands a datagram to
-//! `Kcp::input` without first advancing the session's clock, and KCP (like
-//! ikcp) measures an ACK's RTT as `current - ts`, `current` being the time
-//! of the last `update`. Since the task only calls `update` at the deadline
-//! `check` names (the RTO while a segment is in flight), an ACK that beats
-//! the RTO is measured against the send time: RTT 0. The smoothed RTT
-//! collapses, the RTO falls to its 30 ms floor, and on any path slower than
-//! that every sparse message is retransmitted once for nothing. kcp-go reads
-//! the clock inside `Input` for this reason.
-//!
-//! Run it with `cargo test --test rtt_sparse_sender -- --ignored`.
+//! Regression test: KCP (like ikcp) measures an ACK's RTT as `current - ts`,
+//! `current` being the session's clock. The socket task calls `update` only
+//! at the deadline `check` names (the RTO while a segment is in flight), so
+//! it must refresh the clock (`Kcp::set_clock`) before `input`; otherwise an
+//! ACK that beats the RTO is measured against the send time (RTT 0), the RTO
+//! collapses to its floor and every sparse message is retransmitted once for
+//! nothing. kcp-go reads the clock inside `Input` for the same reason.
 
 use std::time::Duration;
 
@@ -22,7 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout};
 
 #[tokio::test]
-#[ignore = "known bug: the session clock is stale at input, so sparse senders measure RTT ~0"]
 async fn sparse_sender_measures_rtt_and_does_not_retransmit() {
     timeout(Duration::from_secs(20), async {
         let l = KcpListener::bind("127.0.0.1:0", SessionConfig::default())
