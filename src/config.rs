@@ -54,13 +54,13 @@ pub struct KcpConfig {
 impl Default for KcpConfig {
     fn default() -> Self {
         KcpConfig {
-            mtu: MTU_DEF,
+            mtu: fit::mtu(MTU_DEF),
             interval: INTERVAL_DEF,
             nodelay: false,
             resend: 0,
             nc: false,
-            snd_wnd: WND_SND,
-            rcv_wnd: WND_RCV,
+            snd_wnd: fit::snd(WND_SND),
+            rcv_wnd: fit::rcv(WND_RCV),
             stream: false,
             gentle_backoff: false,
             min_rto: None,
@@ -79,8 +79,8 @@ impl KcpConfig {
             nodelay: true,
             resend: 2,
             nc: true,
-            snd_wnd: 128,
-            rcv_wnd: 128,
+            snd_wnd: fit::snd(128),
+            rcv_wnd: fit::rcv(128),
             ..Self::default()
         }
     }
@@ -167,6 +167,51 @@ impl KcpConfig {
     }
 }
 
+/// Presets fitted to the build: unchanged with `alloc`; without it, clamped
+/// to the compiled profile so that the presets stay valid (only the
+/// `small-buffers` profile is smaller than ikcp's defaults).
+mod fit {
+    #[cfg(feature = "alloc")]
+    pub const fn mtu(v: u32) -> u32 {
+        v
+    }
+    #[cfg(feature = "alloc")]
+    pub const fn snd(v: u16) -> u16 {
+        v
+    }
+    #[cfg(feature = "alloc")]
+    pub const fn rcv(v: u16) -> u16 {
+        v
+    }
+    #[cfg(not(feature = "alloc"))]
+    use crate::constants::profile;
+    #[cfg(not(feature = "alloc"))]
+    pub const fn mtu(v: u32) -> u32 {
+        let max = profile::MTU_MAX as u32;
+        if v < max {
+            v
+        } else {
+            max
+        }
+    }
+    #[cfg(not(feature = "alloc"))]
+    pub const fn snd(v: u16) -> u16 {
+        if v < profile::SND_WND_MAX {
+            v
+        } else {
+            profile::SND_WND_MAX
+        }
+    }
+    #[cfg(not(feature = "alloc"))]
+    pub const fn rcv(v: u16) -> u16 {
+        if v < profile::RCV_WND_MAX {
+            v
+        } else {
+            profile::RCV_WND_MAX
+        }
+    }
+}
+
 #[cfg(feature = "alloc")]
 fn limits() -> (usize, u16, u16) {
     (heap::MTU_MAX, heap::WND_MAX, heap::WND_MAX)
@@ -182,6 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(feature = "alloc", not(feature = "small-buffers")))]
     fn defaults_match_ikcp() {
         let c = KcpConfig::default();
         assert_eq!(
@@ -195,6 +241,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "alloc", not(feature = "small-buffers")))]
     fn fast_matches_ikcp_fast_mode() {
         let c = KcpConfig::fast();
         assert_eq!(
@@ -204,6 +251,12 @@ mod tests {
         assert!(c.nodelay && c.nc);
         assert_eq!(c.effective_min_rto(), 30);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn presets_are_valid_in_every_build() {
+        assert!(KcpConfig::default().validate().is_ok());
+        assert!(KcpConfig::fast().validate().is_ok());
     }
 
     #[test]
@@ -272,7 +325,11 @@ mod tests {
 
     #[test]
     fn fragment_limit_follows_receive_window() {
-        assert_eq!(KcpConfig::default().max_fragments(), 127);
+        let ikcp = KcpConfig {
+            rcv_wnd: 128,
+            ..Default::default()
+        };
+        assert_eq!(ikcp.max_fragments(), 127);
         let small = KcpConfig {
             rcv_wnd: 16,
             ..Default::default()

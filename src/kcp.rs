@@ -133,7 +133,8 @@ impl<O: KcpOutput> Kcp<O> {
     pub fn with_config(conv: u32, output: O, config: KcpConfig) -> KcpResult<Self> {
         config.validate()?;
         let mss = config.mss() as u32;
-        let snd_slots = config.snd_wnd as usize + WND_RCV as usize;
+        // Room for a full window in flight plus one largest message queued.
+        let snd_slots = config.snd_wnd as usize + config.max_fragments();
         let rcv_slots = 2 * config.rcv_wnd as usize;
         let snd = Ring::with_capacity(snd_slots);
         let rcv = Ring::with_capacity(rcv_slots);
@@ -1025,5 +1026,105 @@ impl<O: KcpOutput> Writer<'_, O> {
             self.stats.output_errors += 1;
         }
         self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Runs in every build, including the no-alloc profiles (`cargo test
+    //! --lib --no-default-features [--features small-buffers]`), where the
+    //! integration tests and the simulator are not available.
+    use super::*;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Wire(Vec<Vec<u8>>);
+
+    impl KcpOutput for Wire {
+        fn output(&mut self, data: &[u8]) -> KcpResult<usize> {
+            self.0.push(data.to_vec());
+            Ok(data.len())
+        }
+    }
+
+    /// Moves `msgs` from `a` to `b` over a link that drops every `drop_nth`
+    /// datagram, returning what `b` received.
+    fn exchange(cfg: KcpConfig, msgs: &[Vec<u8>], drop_nth: usize) -> Vec<Vec<u8>> {
+        let mut a = Kcp::with_config(3, Wire::default(), cfg).unwrap();
+        let mut b = Kcp::with_config(3, Wire::default(), cfg).unwrap();
+        let mut got = Vec::new();
+        let mut next = 0;
+        let mut buf = std::vec![0u8; cfg.max_message()];
+        let mut count = 0usize;
+        for now in (0..600_000u32).step_by(10) {
+            while next < msgs.len() && a.send(&msgs[next]).is_ok() {
+                next += 1;
+            }
+            a.update(now);
+            b.update(now);
+            for d in core::mem::take(&mut a.output_mut().0) {
+                count += 1;
+                if count % drop_nth != 0 {
+                    b.input(&d).unwrap();
+                }
+            }
+            for d in core::mem::take(&mut b.output_mut().0) {
+                count += 1;
+                if count % drop_nth != 0 {
+                    a.input(&d).unwrap();
+                }
+            }
+            while let Ok(n) = b.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            if got.len() == msgs.len() {
+                break;
+            }
+        }
+        got
+    }
+
+    /// Without `alloc` a `Kcp` holds its buffers inline (hundreds of KiB
+    /// in the default profile), more than a test thread's stack in debug.
+    fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn presets_deliver_in_this_build_despite_loss() {
+        with_big_stack(presets_deliver);
+    }
+
+    fn presets_deliver() {
+        for cfg in [KcpConfig::default(), KcpConfig::fast()] {
+            let max = cfg.max_message();
+            let msgs: Vec<Vec<u8>> = (0..60usize)
+                .map(|i| (0..(i * 97) % (max + 1)).map(|j| (i + j) as u8).collect())
+                .chain([std::vec![7u8; max]])
+                .collect();
+            assert_eq!(exchange(cfg, &msgs, 7), msgs, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused() {
+        with_big_stack(message_over_the_limit);
+    }
+
+    fn message_over_the_limit() {
+        let cfg = KcpConfig::default();
+        let mut a = Kcp::with_config(3, Wire::default(), cfg).unwrap();
+        let too_big = std::vec![0u8; cfg.max_message() + 1];
+        assert_eq!(
+            a.send(&too_big),
+            Err(KcpError::DataTooLarge {
+                max: cfg.max_message()
+            })
+        );
     }
 }

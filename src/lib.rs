@@ -58,8 +58,14 @@
 //! | `fec` | no | Reed-Solomon FEC compatible with kcp-go |
 //! | `small-buffers` | no | a small fixed buffer profile for the no-alloc build |
 //!
-//! Without default features the core is `#![no_std]` and needs no allocator.
-#![cfg_attr(not(feature = "std"), no_std)]
+//! Without default features the core is `#![no_std]` and needs no allocator:
+//! every buffer is an array inside [`Kcp`], sized by
+//! [`constants::profile`]. That makes a `Kcp` large (about 760 KiB in the
+//! default profile, 36 KiB with `small-buffers`): put it in a `static` or on
+//! a thread with a big stack, not in a small task's frame. With `alloc`
+//! (implied by `std`) buffers are sized from the configuration instead and
+//! payload blocks are made on first use.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

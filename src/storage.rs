@@ -309,6 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "alloc")]
     fn ring_capacity_is_a_power_of_two_and_wraps() {
         let mut r = Ring::with_capacity(100);
         assert_eq!(r.capacity(), 128);
