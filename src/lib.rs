@@ -61,7 +61,7 @@
 //! Without default features the core is `#![no_std]` and needs no allocator:
 //! every buffer is an array inside [`Kcp`], sized by
 //! [`constants::profile`]. That makes a `Kcp` large (about 760 KiB in the
-//! default profile, 36 KiB with `small-buffers`): put it in a `static` or on
+//! default profile, 38 KiB with `small-buffers`): put it in a `static` or on
 //! a thread with a big stack, not in a small task's frame. With `alloc`
 //! (implied by `std`) buffers are sized from the configuration instead and
 //! payload blocks are made on first use.
