@@ -98,3 +98,8 @@ pub use kcp::{Kcp, KcpOutput};
 #[cfg(feature = "tokio")]
 pub use net::{KcpListener, KcpStream, ListenerStats, SessionConfig, SessionStats};
 pub use stats::KcpStats;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(all(doctest, feature = "tokio", feature = "fec"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
