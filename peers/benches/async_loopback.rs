@@ -1,0 +1,921 @@
+//! Our tokio layer (`kcp_rs::net`) against `tokio_kcp` and TCP, in the same
+//! run on the same machine, over 127.0.0.1:
+//!
+//! 1. **throughput**: 64 MiB one way, written in 64 KiB pieces, hashed
+//!    (xxh3) at the receiver and compared with the sender's hash: a run that
+//!    delivers wrong, missing or extra bytes aborts the bench.
+//! 2. **ping-pong**: 64-byte round trips after a warm-up; p50, p99, p99.9,
+//!    max.
+//! 3. **idle**: 10 000 sessions on one listener that exchanged one message
+//!    each, then idle: resident memory and CPU of the listener process and
+//!    of the clients' process (each side in a child process of its own).
+//!
+//! ```text
+//! cargo bench -p kcp-peers --bench async_loopback
+//! ```
+//! It prints markdown tables (recorded in `docs/benchmarks_async.md`).
+//! Environment: `ASYNC_BENCH=throughput,pingpong,idle` (the scenarios to
+//! run, default all), `ASYNC_BENCH_MB` (default 64), `ASYNC_BENCH_REPS`
+//! (throughput runs per row, default 5), `ASYNC_BENCH_RTTS` (default
+//! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
+//! (default 10).
+//!
+//! Every wait has a timeout; a row that times out says so instead of giving
+//! a number.
+
+use std::any::Any;
+use std::io::{self, BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
+use kcp_rs::KcpConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio::time::timeout;
+use tokio_kcp::{KcpConfig as TkConfig, KcpNoDelayConfig};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// Size of each `write_all` in the throughput run, for every
+/// implementation: tokio_kcp refuses a single write of 128 segments or
+/// more (~174 KB at MTU 1400).
+const WRITE_CHUNK: usize = 64 << 10;
+/// Round trips before measuring.
+const WARMUP_RTTS: usize = 1_000;
+/// Longest a ping-pong row runs (slow configurations do fewer round trips).
+const PINGPONG_BUDGET: Duration = Duration::from_secs(10);
+/// Longest one throughput run may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A throughput run longer than this is not repeated.
+const SLOW_RUN: Duration = Duration::from_secs(5);
+/// Longest a connection set-up may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HELLO: &[u8; 8] = b"hello!!!";
+
+fn main() {
+    if let Ok(role) = std::env::var("ASYNC_BENCH_CHILD") {
+        idle_child(&role);
+        return;
+    }
+    let scenarios =
+        std::env::var("ASYNC_BENCH").unwrap_or_else(|_| "throughput,pingpong,idle".into());
+    let run = |name: &str| scenarios.split(',').any(|s| s.trim() == name);
+    println!("# async loopback: kcp_rs::net vs tokio_kcp vs TCP\n");
+    println!("load average at start: {}", loadavg());
+    let started = Instant::now();
+    if run("throughput") {
+        throughput_table();
+    }
+    if run("pingpong") {
+        pingpong_table();
+    }
+    if run("idle") {
+        idle_table();
+    }
+    println!(
+        "\nload average at end: {}; whole run {:.0} s",
+        loadavg(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ----- the implementations under test ------------------------------------------
+
+/// An implementation and its settings.
+#[derive(Clone)]
+enum Imp {
+    Ours(SessionConfig),
+    TokioKcp {
+        cfg: TkConfig,
+        /// `SO_SNDBUF` / `SO_RCVBUF` asked for its sockets (`None`: the OS's).
+        sock_buf: Option<usize>,
+    },
+    Tcp,
+}
+
+struct Case {
+    name: &'static str,
+    settings: &'static str,
+    imp: Imp,
+}
+
+/// Ours with the settings both KCP rows share: ikcp `nodelay(1, 10, 2, 1)`,
+/// windows 1024, MTU 1400, stream mode; the rest of `SessionConfig` is the
+/// default (8 MiB socket buffers asked, flush on write, ACKs at once).
+fn ours_fast() -> SessionConfig {
+    SessionConfig {
+        kcp: KcpConfig {
+            stream: true,
+            snd_wnd: 1024,
+            rcv_wnd: 1024,
+            mtu: 1400,
+            ..KcpConfig::default().with_ikcp_nodelay(1, 10, 2, true)
+        },
+        ..SessionConfig::default()
+    }
+}
+
+/// tokio_kcp with the same protocol settings, flushing on write and ACKing
+/// on input as ours does by default.
+fn tokio_kcp_fast() -> TkConfig {
+    TkConfig {
+        mtu: 1400,
+        nodelay: KcpNoDelayConfig::fastest(),
+        wnd_size: (1024, 1024),
+        flush_write: true,
+        flush_acks_input: true,
+        stream: true,
+        ..TkConfig::default()
+    }
+}
+
+/// tokio_kcp with what `SessionConfig::default()` sets in ours: ikcp
+/// `nodelay(1, 20, 2, 1)`, windows 128, MTU 1400, message mode.
+fn tokio_kcp_like_our_default() -> TkConfig {
+    TkConfig {
+        nodelay: KcpNoDelayConfig {
+            interval: 20,
+            ..KcpNoDelayConfig::fastest()
+        },
+        wnd_size: (128, 128),
+        flush_write: true,
+        flush_acks_input: true,
+        stream: false,
+        ..TkConfig::default()
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "kcp_rs::net",
+            settings: "nodelay(1,10,2,1), wnd 1024, mtu 1400, stream",
+            imp: Imp::Ours(ours_fast()),
+        },
+        Case {
+            name: "kcp_rs::net",
+            settings: "`SessionConfig::default()` (nodelay(1,20,2,1), wnd 128, message mode)",
+            imp: Imp::Ours(SessionConfig::default()),
+        },
+        Case {
+            name: "tokio_kcp 0.9",
+            settings: "nodelay(1,10,2,1), wnd 1024, mtu 1400, stream, flush_write, flush_acks_input, 8 MiB socket buffers",
+            imp: Imp::TokioKcp {
+                cfg: tokio_kcp_fast(),
+                sock_buf: Some(8 << 20),
+            },
+        },
+        Case {
+            name: "tokio_kcp 0.9",
+            settings: "the same, OS default socket buffers",
+            imp: Imp::TokioKcp {
+                cfg: tokio_kcp_fast(),
+                sock_buf: None,
+            },
+        },
+        Case {
+            name: "tokio_kcp 0.9",
+            settings: "`KcpConfig::default()` (nodelay(0,40,0,0), wnd 256, message mode, no flush on write/ACK)",
+            imp: Imp::TokioKcp {
+                cfg: TkConfig::default(),
+                sock_buf: Some(8 << 20),
+            },
+        },
+        Case {
+            name: "TCP",
+            settings: "tokio TcpStream, TCP_NODELAY",
+            imp: Imp::Tcp,
+        },
+    ]
+}
+
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {
+    fn as_any(&self) -> &dyn Any;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Duplex for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Our client's retransmissions and datagrams its socket could not take,
+/// as "retransmits/send drops" (`None` for the other implementations).
+fn ours_losses(c: &Conn) -> Option<String> {
+    let st = (**c).as_any().downcast_ref::<KcpStream>()?.stats();
+    Some(format!("{}/{}", st.kcp.retransmits, st.send_dropped))
+}
+type Conn = Box<dyn Duplex>;
+/// What must outlive a connection (the listener).
+type Guard = Box<dyn Any + Send>;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A UDP socket on `addr` with both buffers asked to be `buf` bytes.
+fn udp_socket(addr: SocketAddr, buf: Option<usize>) -> io::Result<tokio::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Some(n) = buf {
+        s.set_recv_buffer_size(n)?;
+        s.set_send_buffer_size(n)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A connected (client, server) pair: the client connects and says hello,
+/// the server accepts and reads it.
+async fn pair(imp: &Imp) -> io::Result<(Conn, Conn, Guard)> {
+    let (mut c, mut s, guard): (Conn, Conn, Guard) = match imp {
+        Imp::Ours(cfg) => {
+            let l = KcpListener::bind(localhost(), cfg.clone()).await?;
+            let mut c = KcpStream::connect(l.local_addr()?, cfg.clone()).await?;
+            c.write_all(HELLO).await?;
+            c.flush().await?;
+            let (s, _) = l.accept().await?;
+            (Box::new(c), Box::new(s), Box::new(l))
+        }
+        Imp::TokioKcp { cfg, sock_buf } => {
+            let udp = udp_socket(localhost(), *sock_buf)?;
+            let mut l = tokio_kcp::KcpListener::from_socket(*cfg, udp)
+                .await
+                .map_err(io::Error::from)?;
+            let cu = udp_socket(localhost(), *sock_buf)?;
+            let mut c = tokio_kcp::KcpStream::connect_with_socket(cfg, cu, l.local_addr()?)
+                .await
+                .map_err(io::Error::from)?;
+            c.write_all(HELLO).await?;
+            c.flush().await?;
+            let (s, _) = l.accept().await.map_err(io::Error::from)?;
+            (Box::new(c), Box::new(s), Box::new(l))
+        }
+        Imp::Tcp => {
+            let l = tokio::net::TcpListener::bind(localhost()).await?;
+            let c = tokio::net::TcpStream::connect(l.local_addr()?).await?;
+            let (s, _) = l.accept().await?;
+            c.set_nodelay(true)?;
+            s.set_nodelay(true)?;
+            let mut c: Conn = Box::new(c);
+            c.write_all(HELLO).await?;
+            (c, Box::new(s), Box::new(l))
+        }
+    };
+    let mut hello = [0u8; HELLO.len()];
+    s.read_exact(&mut hello).await?;
+    if &hello != HELLO {
+        return Err(io::Error::other("hello garbled"));
+    }
+    c.flush().await?;
+    Ok((c, s, guard))
+}
+
+// ----- 1. throughput ----------------------------------------------------------
+
+/// Deterministic pseudo-random bytes (SplitMix64), so that a shifted or
+/// repeated piece changes the hash.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Sends `data` from client to server; the elapsed time from the first
+/// write to the last byte read, after checking length and hash.
+async fn transfer(
+    mut c: Conn,
+    mut s: Conn,
+    data: Arc<Vec<u8>>,
+    want: u64,
+) -> io::Result<(Duration, Conn)> {
+    let len = data.len();
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        for piece in data.chunks(WRITE_CHUNK) {
+            c.write_all(piece).await?;
+        }
+        c.flush().await?;
+        io::Result::Ok(c)
+    });
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0usize;
+    while got < len {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("end of stream after {got} of {len} bytes"),
+            ));
+        }
+        if got + n > len {
+            return Err(io::Error::other(format!(
+                "{} bytes more than sent",
+                got + n - len
+            )));
+        }
+        hasher.update(&buf[..n]);
+        got += n;
+    }
+    let elapsed = start.elapsed();
+    if hasher.digest() != want {
+        return Err(io::Error::other(
+            "the received bytes hash differently from the sent ones",
+        ));
+    }
+    // The writer has handed everything over; keep its stream until here.
+    let c = writer.await.map_err(io::Error::other)??;
+    Ok((elapsed, c))
+}
+
+enum Outcome<T> {
+    Done(T),
+    TimedOut,
+}
+
+fn throughput_table() {
+    let mb: usize = env_or("ASYNC_BENCH_MB", 64);
+    let reps: usize = env_or("ASYNC_BENCH_REPS", 5).max(1);
+    let data = Arc::new(payload(mb << 20));
+    let want = xxh3_64(&data);
+    println!("\n## Throughput: {mb} MiB one way, {WRITE_CHUNK}-byte writes, hash-checked, {reps} runs per row\n");
+    println!("| implementation | settings | MB/s median | MB/s best | runs (s) | retransmits/send drops per run |");
+    println!("| --- | --- | ---: | ---: | --- | --- |");
+    for case in cases() {
+        let rt = runtime();
+        let mut secs = Vec::new();
+        let mut losses = Vec::new();
+        let mut timed_out = false;
+        for _ in 0..reps {
+            let out = rt.block_on(async {
+                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(&case.imp))
+                    .await
+                    .expect("connect timed out")
+                    .unwrap_or_else(|e| panic!("{}: connect: {e}", case.name));
+                let r = timeout(TRANSFER_TIMEOUT, transfer(c, s, data.clone(), want)).await;
+                drop(guard);
+                match r {
+                    Ok(Ok((d, c))) => Outcome::Done((d, ours_losses(&c))),
+                    Ok(Err(e)) => panic!("{} ({}): transfer failed: {e}", case.name, case.settings),
+                    Err(_) => Outcome::TimedOut,
+                }
+            });
+            match out {
+                Outcome::Done((d, loss)) => {
+                    secs.push(d.as_secs_f64());
+                    losses.extend(loss);
+                    // A slow row runs once: the bench must stay short.
+                    if d > SLOW_RUN {
+                        break;
+                    }
+                }
+                Outcome::TimedOut => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        rt.shutdown_timeout(Duration::from_secs(2));
+        let bytes = (mb << 20) as f64;
+        let mut rates: Vec<f64> = secs.iter().map(|s| bytes / s / 1e6).collect();
+        rates.sort_by(f64::total_cmp);
+        let runs = secs
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let losses = if losses.is_empty() {
+            "n/a".to_string()
+        } else {
+            losses.join(", ")
+        };
+        if timed_out {
+            println!(
+                "| {} | {} | timed out ({} s) | | {runs} | {losses} |",
+                case.name,
+                case.settings,
+                TRANSFER_TIMEOUT.as_secs()
+            );
+        } else {
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {runs} | {losses} |",
+                case.name,
+                case.settings,
+                rates[rates.len() / 2],
+                rates[rates.len() - 1]
+            );
+        }
+    }
+    tokio_kcp_big_write_quirk();
+}
+
+/// What tokio_kcp does with one write of 256 KiB.
+fn tokio_kcp_big_write_quirk() {
+    let rt = runtime();
+    let msg = rt.block_on(async {
+        let imp = Imp::TokioKcp {
+            cfg: tokio_kcp_fast(),
+            sock_buf: None,
+        };
+        let (mut c, _s, _g) = timeout(CONNECT_TIMEOUT, pair(&imp))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        match timeout(Duration::from_secs(5), c.write(&vec![0u8; 256 << 10])).await {
+            Ok(Ok(n)) => format!("took {n} bytes"),
+            Ok(Err(e)) => format!("fails: {e} ({:?})", e.kind()),
+            Err(_) => "hangs (5 s)".to_string(),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    println!("\ntokio_kcp, one `write` of 256 KiB in stream mode: {msg}");
+}
+
+// ----- 2. ping-pong -----------------------------------------------------------
+
+fn pingpong_table() {
+    let rtts: usize = env_or("ASYNC_BENCH_RTTS", 10_000);
+    println!(
+        "\n## Ping-pong: 64-byte messages, {WARMUP_RTTS} warm-up round trips, then up to {rtts} (or {} s)\n",
+        PINGPONG_BUDGET.as_secs()
+    );
+    println!("| implementation | settings | round trips | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for case in cases() {
+        let rt = runtime();
+        let r = rt.block_on(async {
+            let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&case.imp))
+                .await
+                .expect("connect timed out")
+                .unwrap_or_else(|e| panic!("{}: connect: {e}", case.name));
+            let echo = tokio::spawn(async move {
+                let mut b = [0u8; 64];
+                loop {
+                    if s.read_exact(&mut b).await.is_err() {
+                        break;
+                    }
+                    if s.write_all(&b).await.is_err() || s.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut samples = Vec::with_capacity(rtts);
+            let mut msg = [0u8; 64];
+            let mut back = [0u8; 64];
+            let start = Instant::now();
+            let mut i = 0u64;
+            let mut failure = None;
+            while samples.len() < rtts && start.elapsed() < PINGPONG_BUDGET + Duration::from_secs(1)
+            {
+                msg[..8].copy_from_slice(&i.to_le_bytes());
+                let t = Instant::now();
+                let one = async {
+                    c.write_all(&msg).await?;
+                    c.flush().await?;
+                    c.read_exact(&mut back).await?;
+                    io::Result::Ok(())
+                };
+                match timeout(Duration::from_secs(5), one).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failure = Some(format!("failed: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some("a round trip took over 5 s".into());
+                        break;
+                    }
+                }
+                let d = t.elapsed();
+                assert_eq!(back, msg, "{}: echo differs", case.name);
+                if i >= WARMUP_RTTS as u64 {
+                    samples.push(d);
+                    if start.elapsed() > PINGPONG_BUDGET {
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            echo.abort();
+            drop(guard);
+            (samples, failure)
+        });
+        rt.shutdown_timeout(Duration::from_secs(2));
+        let (mut samples, failure) = r;
+        if let Some(f) = failure {
+            println!(
+                "| {} | {} | {} | {f} | | | | |",
+                case.name,
+                case.settings,
+                samples.len()
+            );
+            continue;
+        }
+        if samples.is_empty() {
+            println!(
+                "| {} | {} | 0 (warm-up took the budget) | | | | | |",
+                case.name, case.settings
+            );
+            continue;
+        }
+        samples.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let pct =
+            |p: f64| us(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]);
+        let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            case.name,
+            case.settings,
+            samples.len(),
+            pct(0.50),
+            pct(0.99),
+            pct(0.999),
+            us(samples[samples.len() - 1]),
+            mean
+        );
+    }
+}
+
+// ----- 3. idle sessions ---------------------------------------------------------
+
+/// The implementation the idle children run, by name.
+fn idle_imp(name: &str, n: usize) -> Imp {
+    match name {
+        "ours" => Imp::Ours(SessionConfig {
+            max_sessions: n + 10,
+            max_sessions_per_ip: n + 10,
+            accept_backlog: 1024,
+            ..SessionConfig::default()
+        }),
+        "tokio_kcp" => Imp::TokioKcp {
+            cfg: tokio_kcp_like_our_default(),
+            sock_buf: None,
+        },
+        _ => panic!("unknown implementation {name}"),
+    }
+}
+
+struct ChildLines {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildLines {
+    fn spawn(role: &str, n: usize, idle: usize) -> ChildLines {
+        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+            .env("ASYNC_BENCH_CHILD", role)
+            .env("ASYNC_BENCH_SESSIONS", n.to_string())
+            .env("ASYNC_BENCH_IDLE_SECS", idle.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildLines { child, lines }
+    }
+
+    fn wait_for(&self, prefix: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Some(l),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn go(&mut self) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = writeln!(stdin, "go");
+        }
+    }
+}
+
+impl Drop for ChildLines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn idle_table() {
+    let n: usize = env_or("ASYNC_BENCH_SESSIONS", 10_000);
+    let idle: usize = env_or("ASYNC_BENCH_IDLE_SECS", 10);
+    println!(
+        "\n## Idle: {n} sessions on one listener, one message each way, then {idle} s idle\n\n\
+         Listener and clients each in a child process (2 tokio worker threads); RSS growth from \
+         before binding/connecting to after the exchange (+2 s), CPU (utime+stime) over the idle \
+         period in % of one core.\n"
+    );
+    println!(
+        "| implementation | settings | sessions held | set-up s | listener RSS Δ MiB | KiB/session | \
+         listener CPU % | clients RSS Δ MiB | clients CPU % |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut note = String::new();
+    for (name, settings) in [
+        ("ours", "`SessionConfig::default()`, `max_sessions` and `max_sessions_per_ip` raised to sessions + 10"),
+        ("tokio_kcp", "nodelay(1,20,2,1), wnd 128, message mode, flush_write, flush_acks_input"),
+    ] {
+        let label = if name == "ours" { "kcp_rs::net" } else { "tokio_kcp 0.9" };
+        let mut listener = ChildLines::spawn(&format!("listener:{name}"), n, idle);
+        let Some(addr) = listener.wait_for("LISTENING ", Duration::from_secs(30)) else {
+            println!("| {label} | {settings} | listener did not start | | | | | | |");
+            continue;
+        };
+        let addr = addr["LISTENING ".len()..].to_string();
+        let mut clients = ChildLines::spawn(&format!("clients:{name}:{addr}"), n, idle);
+        let Some(ready) = clients.wait_for("READY ", Duration::from_secs(150)) else {
+            println!("| {label} | {settings} | clients not ready within 150 s | | | | | | |");
+            continue;
+        };
+        listener.go();
+        clients.go();
+        let within = Duration::from_secs(idle as u64 + 60);
+        let l = listener.wait_for("RESULT ", within).unwrap_or_default();
+        let c = clients.wait_for("RESULT ", within).unwrap_or_default();
+        println!(
+            "| {label} | {settings} | {} (clients: {} ok, {} failed) | {} | {} | {} | {} | {} | {} |",
+            field(&l, "sessions"),
+            field(&ready, "connected"),
+            field(&ready, "failed"),
+            field(&ready, "secs"),
+            field(&l, "rss_mib"),
+            field(&l, "kib_per_session"),
+            field(&l, "cpu_percent"),
+            field(&c, "rss_mib"),
+            field(&c, "cpu_percent"),
+        );
+        if name == "ours" {
+            note = format!(
+                "\nkcp_rs::net listener datagrams during the idle period: {} in, {} out",
+                field(&l, "datagrams_in"),
+                field(&l, "datagrams_out")
+            );
+        }
+    }
+    println!("{note}");
+}
+
+/// A child process: `listener:<imp>` or `clients:<imp>:<addr>`.
+fn idle_child(role: &str) {
+    // Never outlive the parent for long.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        std::process::exit(3);
+    });
+    let n: usize = env_or("ASYNC_BENCH_SESSIONS", 10_000);
+    let idle: u64 = env_or("ASYNC_BENCH_IDLE_SECS", 10);
+    let mut parts = role.splitn(3, ':');
+    let side = parts.next().unwrap_or("");
+    let imp = idle_imp(parts.next().unwrap_or(""), n);
+    let rss0 = rss_kib();
+    let rt = runtime();
+    let held: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let mut guard: Option<Guard> = None;
+    let mut ours_listener: Option<Arc<KcpListener>> = None;
+    match side {
+        "listener" => {
+            let (addr, g) = rt.block_on(idle_listen(&imp, held.clone(), &mut ours_listener));
+            guard = Some(g);
+            println!("LISTENING {addr}");
+        }
+        "clients" => {
+            let addr: SocketAddr = parts
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("listener address");
+            let start = Instant::now();
+            let failed = rt.block_on(idle_connect(&imp, addr, n, held.clone()));
+            println!(
+                "READY connected={} failed={failed} secs={:.1}",
+                held.lock().map(|v| v.len()).unwrap_or(0),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        _ => panic!("unknown role {role}"),
+    }
+    // Wait for "go" (every client has exchanged its message).
+    let mut line = String::new();
+    let _ = io::stdin().read_line(&mut line);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss1 = rss_kib();
+    let stats0 = ours_listener.as_ref().map(|l| l.stats());
+    let cpu0 = cpu_secs();
+    std::thread::sleep(Duration::from_secs(idle));
+    let cpu1 = cpu_secs();
+    let sessions = held.lock().map(|v| v.len()).unwrap_or(0);
+    let mut extra = String::new();
+    if let (Some(l), Some(s0)) = (&ours_listener, stats0) {
+        let s1 = l.stats();
+        extra = format!(
+            " datagrams_in={} datagrams_out={}",
+            s1.datagrams_in - s0.datagrams_in,
+            s1.datagrams_out - s0.datagrams_out
+        );
+    }
+    println!(
+        "RESULT sessions={sessions} rss_mib={:.1} kib_per_session={:.1} cpu_percent={:.2}{extra}",
+        rss1.saturating_sub(rss0) as f64 / 1024.0,
+        rss1.saturating_sub(rss0) as f64 / n.max(1) as f64,
+        (cpu1 - cpu0) / idle as f64 * 100.0,
+    );
+    drop(guard);
+    // Exit without tearing 10 000 sessions down one by one.
+    std::process::exit(0);
+}
+
+/// Binds, and accepts in the background: each session reads 4 bytes,
+/// echoes them and is kept in `held`.
+async fn idle_listen(
+    imp: &Imp,
+    held: Arc<Mutex<Vec<Conn>>>,
+    ours_out: &mut Option<Arc<KcpListener>>,
+) -> (SocketAddr, Guard) {
+    fn keep(held: Arc<Mutex<Vec<Conn>>>, mut s: Conn) {
+        tokio::spawn(async move {
+            let mut b = [0u8; 4];
+            let ok = timeout(Duration::from_secs(30), async {
+                s.read_exact(&mut b).await?;
+                s.write_all(&b).await?;
+                s.flush().await
+            })
+            .await;
+            if matches!(ok, Ok(Ok(()))) {
+                if let Ok(mut v) = held.lock() {
+                    v.push(s);
+                }
+            }
+        });
+    }
+    match imp {
+        Imp::Ours(cfg) => {
+            let l = Arc::new(
+                KcpListener::bind(localhost(), cfg.clone())
+                    .await
+                    .expect("bind"),
+            );
+            let addr = l.local_addr().expect("local_addr");
+            *ours_out = Some(l.clone());
+            let task = tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    keep(held.clone(), Box::new(s));
+                }
+            });
+            (addr, Box::new(task))
+        }
+        Imp::TokioKcp { cfg, sock_buf } => {
+            let udp = udp_socket(localhost(), *sock_buf).expect("bind");
+            let mut l = tokio_kcp::KcpListener::from_socket(*cfg, udp)
+                .await
+                .expect("listener");
+            let addr = l.local_addr().expect("local_addr");
+            let task = tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    keep(held.clone(), Box::new(s));
+                }
+            });
+            (addr, Box::new(task))
+        }
+        Imp::Tcp => unreachable!("no idle run for TCP"),
+    }
+}
+
+/// Opens `n` sessions to `addr`, 64 at a time; each sends 4 bytes and
+/// waits for their echo. Returns how many failed.
+async fn idle_connect(imp: &Imp, addr: SocketAddr, n: usize, held: Arc<Mutex<Vec<Conn>>>) -> usize {
+    let mut failed = 0;
+    let mut next = 0usize;
+    let mut set = tokio::task::JoinSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while next < n || !set.is_empty() {
+        while next < n && set.len() < 64 {
+            let imp = imp.clone();
+            let i = next as u32;
+            set.spawn(async move {
+                timeout(Duration::from_secs(20), async move {
+                    let mut c: Conn = match &imp {
+                        Imp::Ours(cfg) => Box::new(KcpStream::connect(addr, cfg.clone()).await?),
+                        Imp::TokioKcp { cfg, sock_buf } => {
+                            let u = udp_socket(localhost(), *sock_buf)?;
+                            Box::new(
+                                tokio_kcp::KcpStream::connect_with_socket(cfg, u, addr)
+                                    .await
+                                    .map_err(io::Error::from)?,
+                            )
+                        }
+                        Imp::Tcp => unreachable!("no idle run for TCP"),
+                    };
+                    c.write_all(&i.to_le_bytes()).await?;
+                    c.flush().await?;
+                    let mut b = [0u8; 4];
+                    c.read_exact(&mut b).await?;
+                    if b != i.to_le_bytes() {
+                        return Err(io::Error::other("echo differs"));
+                    }
+                    io::Result::Ok(c)
+                })
+                .await
+            });
+            next += 1;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, set.join_next()).await {
+            Ok(Some(Ok(Ok(Ok(c))))) => {
+                if let Ok(mut v) = held.lock() {
+                    v.push(c);
+                }
+            }
+            Ok(Some(_)) => failed += 1,
+            Ok(None) => break,
+            Err(_) => {
+                // Out of time: count what is still pending as failed.
+                failed += set.len() + (n - next);
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    failed
+}
+
+// ----- helpers ----------------------------------------------------------------
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of this process, in seconds (clock ticks of 1/100 s).
+fn cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (t(11) + t(12)) / 100.0
+}
