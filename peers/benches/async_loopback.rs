@@ -18,7 +18,8 @@
 //! run, default all), `ASYNC_BENCH_MB` (default 64), `ASYNC_BENCH_REPS`
 //! (throughput runs per row, default 5), `ASYNC_BENCH_RTTS` (default
 //! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
-//! (default 10).
+//! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
+//! ping-pong tables to run, e.g. `1,3`; default all).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -69,7 +70,8 @@ fn main() {
         throughput_table();
     }
     if run("pingpong") {
-        pingpong_table();
+        pingpong_table(true);
+        pingpong_table(false);
     }
     if run("idle") {
         idle_table();
@@ -147,7 +149,21 @@ fn tokio_kcp_like_our_default() -> TkConfig {
     }
 }
 
+/// The rows to run: all, or those whose row number (1-based, in the order
+/// below) is listed in `ASYNC_BENCH_ROWS` (e.g. `1,3`).
 fn cases() -> Vec<Case> {
+    let rows: Option<Vec<usize>> = std::env::var("ASYNC_BENCH_ROWS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect());
+    all_cases()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| rows.as_ref().map_or(true, |r| r.contains(&(i + 1))))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+fn all_cases() -> Vec<Case> {
     vec![
         Case {
             name: "kcp_rs::net",
@@ -216,6 +232,20 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Runs `f` as a task on the runtime's workers (not on the calling thread,
+/// as `block_on` would), so that every side of a connection is a task.
+fn on_workers<F>(rt: &Runtime, f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match rt.block_on(rt.spawn(f)) {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("task cancelled: {e}"),
+    }
 }
 
 /// A UDP socket on `addr` with both buffers asked to be `buf` bytes.
@@ -369,16 +399,18 @@ fn throughput_table() {
         let mut losses = Vec::new();
         let mut timed_out = false;
         for _ in 0..reps {
-            let out = rt.block_on(async {
-                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(&case.imp))
+            let (imp, data, name, settings) =
+                (case.imp.clone(), data.clone(), case.name, case.settings);
+            let out = on_workers(&rt, async move {
+                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
                     .await
                     .expect("connect timed out")
-                    .unwrap_or_else(|e| panic!("{}: connect: {e}", case.name));
-                let r = timeout(TRANSFER_TIMEOUT, transfer(c, s, data.clone(), want)).await;
+                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+                let r = timeout(TRANSFER_TIMEOUT, transfer(c, s, data, want)).await;
                 drop(guard);
                 match r {
                     Ok(Ok((d, c))) => Outcome::Done((d, ours_losses(&c))),
-                    Ok(Err(e)) => panic!("{} ({}): transfer failed: {e}", case.name, case.settings),
+                    Ok(Err(e)) => panic!("{name} ({settings}): transfer failed: {e}"),
                     Err(_) => Outcome::TimedOut,
                 }
             });
@@ -455,21 +487,31 @@ fn tokio_kcp_big_write_quirk() {
 
 // ----- 2. ping-pong -----------------------------------------------------------
 
-fn pingpong_table() {
+/// `client_on_workers`: the client loop runs as a task on the runtime's
+/// two workers like everything else; otherwise on the main thread
+/// (`block_on`), a third thread that the runtime wakes from outside.
+fn pingpong_table(client_on_workers: bool) {
     let rtts: usize = env_or("ASYNC_BENCH_RTTS", 10_000);
     println!(
-        "\n## Ping-pong: 64-byte messages, {WARMUP_RTTS} warm-up round trips, then up to {rtts} (or {} s)\n",
-        PINGPONG_BUDGET.as_secs()
+        "\n## Ping-pong: 64-byte messages, {WARMUP_RTTS} warm-up round trips, then up to {rtts} (or {} s); \
+         client {}\n",
+        PINGPONG_BUDGET.as_secs(),
+        if client_on_workers {
+            "a task on the runtime's workers"
+        } else {
+            "on the main thread (`block_on`)"
+        }
     );
     println!("| implementation | settings | round trips | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for case in cases() {
         let rt = runtime();
-        let r = rt.block_on(async {
-            let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&case.imp))
+        let (imp, name) = (case.imp.clone(), case.name);
+        let client = async move {
+            let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
                 .await
                 .expect("connect timed out")
-                .unwrap_or_else(|e| panic!("{}: connect: {e}", case.name));
+                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
             let echo = tokio::spawn(async move {
                 let mut b = [0u8; 64];
                 loop {
@@ -509,7 +551,7 @@ fn pingpong_table() {
                     }
                 }
                 let d = t.elapsed();
-                assert_eq!(back, msg, "{}: echo differs", case.name);
+                assert_eq!(back, msg, "{name}: echo differs");
                 if i >= WARMUP_RTTS as u64 {
                     samples.push(d);
                     if start.elapsed() > PINGPONG_BUDGET {
@@ -521,7 +563,12 @@ fn pingpong_table() {
             echo.abort();
             drop(guard);
             (samples, failure)
-        });
+        };
+        let r = if client_on_workers {
+            on_workers(&rt, client)
+        } else {
+            rt.block_on(client)
+        };
         rt.shutdown_timeout(Duration::from_secs(2));
         let (mut samples, failure) = r;
         if let Some(f) = failure {
