@@ -19,7 +19,9 @@
 //! (throughput runs per row, default 5), `ASYNC_BENCH_RTTS` (default
 //! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
 //! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
-//! ping-pong tables to run, e.g. `1,3`; default all).
+//! ping-pong tables to run, e.g. `1,3`; default all),
+//! `ASYNC_BENCH_PINGPONG=workers|main` (only one of the two ping-pong
+//! tables).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -70,8 +72,13 @@ fn main() {
         throughput_table();
     }
     if run("pingpong") {
-        pingpong_table(true);
-        pingpong_table(false);
+        let mode = std::env::var("ASYNC_BENCH_PINGPONG").unwrap_or_default();
+        if mode != "main" {
+            pingpong_table(true);
+        }
+        if mode != "workers" {
+            pingpong_table(false);
+        }
     }
     if run("idle") {
         idle_table();
@@ -172,6 +179,17 @@ fn all_cases() -> Vec<Case> {
         },
         Case {
             name: "kcp_rs::net",
+            settings: "the same in message mode",
+            imp: Imp::Ours(SessionConfig {
+                kcp: KcpConfig {
+                    stream: false,
+                    ..ours_fast().kcp
+                },
+                ..ours_fast()
+            }),
+        },
+        Case {
+            name: "kcp_rs::net",
             settings: "`SessionConfig::default()` (nodelay(1,20,2,1), wnd 128, message mode)",
             imp: Imp::Ours(SessionConfig::default()),
         },
@@ -185,7 +203,18 @@ fn all_cases() -> Vec<Case> {
         },
         Case {
             name: "tokio_kcp 0.9",
-            settings: "the same, OS default socket buffers",
+            settings: "the same in message mode",
+            imp: Imp::TokioKcp {
+                cfg: TkConfig {
+                    stream: false,
+                    ..tokio_kcp_fast()
+                },
+                sock_buf: Some(8 << 20),
+            },
+        },
+        Case {
+            name: "tokio_kcp 0.9",
+            settings: "stream mode, OS default socket buffers",
             imp: Imp::TokioKcp {
                 cfg: tokio_kcp_fast(),
                 sock_buf: None,
