@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --loss 0.2 --clients 16 --size 2M
+//! cargo run --release --features fec --example demo -- --fec 4,2
 //! cargo run --release --example demo -- --help
 //! ```
 //!
@@ -66,7 +67,8 @@ struct Args {
     /// Send and receive windows, in segments (default: the preset's).
     #[arg(long)]
     window: Option<u16>,
-    /// Forward error correction, K data + M parity shards per group.
+    /// Forward error correction, K data + M parity shards per group (kcp-go
+    /// framing; needs the `fec` feature: `--features fec`). Default: off.
     #[arg(long, value_name = "K,M", value_parser = parse_fec)]
     fec: Option<(usize, usize)>,
     /// Seed of the relay's randomness: the same seed loses the same datagrams.
@@ -101,15 +103,6 @@ async fn main() -> ExitCode {
 
 /// Runs the demo; `Ok(false)` when a byte was not verified in time.
 async fn run(args: Args) -> io::Result<bool> {
-    if let Some((k, m)) = args.fec {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "--fec {k},{m}: FEC is not available in the session layer yet \
-                 (SessionConfig has no `fec` setting); run without --fec"
-            ),
-        ));
-    }
     if !(0.0..1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.duplicate) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -138,7 +131,7 @@ async fn run(args: Args) -> io::Result<bool> {
         args.duplicate * 100.0,
     );
     println!(
-        "{} clients x {} echoed and verified ({} each way), mode {:?}, window {}/{} segments, mtu {}",
+        "{} clients x {} echoed and verified ({} each way), mode {:?}, window {}/{} segments, mtu {}, {}",
         args.clients,
         human_bytes(args.size),
         human_bytes(total),
@@ -146,6 +139,10 @@ async fn run(args: Args) -> io::Result<bool> {
         config.kcp.snd_wnd,
         config.kcp.rcv_wnd,
         config.kcp.mtu,
+        match args.fec {
+            Some((k, m)) => format!("FEC {k}+{m}"),
+            None => "no FEC".into(),
+        },
     );
 
     let server_sessions = Arc::new(Mutex::new(Vec::new()));
@@ -212,8 +209,7 @@ async fn run(args: Args) -> io::Result<bool> {
         &rtts,
         relay.stats(),
         elapsed,
-        args.clients,
-        args.size,
+        &args,
     );
     let verified: u64 = reports.iter().map(|r| r.verified).sum();
     if failures.is_empty() && verified == total {
@@ -250,8 +246,25 @@ fn session_config(args: &Args) -> io::Result<SessionConfig> {
         // A relay that loses everything for a while should fail the run
         // well within --timeout rather than after the default 30 s.
         idle_timeout: Duration::from_secs(args.timeout.clamp(5, 30)),
+        // The 8 bytes of FEC header come out of `kcp.mtu`: datagrams on the
+        // wire stay at most `mtu` bytes.
+        #[cfg(feature = "fec")]
+        fec: args
+            .fec
+            .map(|(k, m)| kcp_rs::fec::FecConfig::new(k, m))
+            .transpose()?,
         ..SessionConfig::default()
     };
+    #[cfg(not(feature = "fec"))]
+    if let Some((k, m)) = args.fec {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "--fec {k},{m} needs the `fec` feature, which this build lacks: \
+                 cargo run --release --features fec --example demo -- --fec {k},{m}"
+            ),
+        ));
+    }
     config.validate()?;
     Ok(config)
 }
@@ -481,19 +494,27 @@ fn print_summary(
     rtts: &[Duration],
     relay: RelayStats,
     elapsed: Duration,
-    clients: usize,
-    size: u64,
+    args: &Args,
 ) {
+    let (clients, size) = (args.clients, args.size);
     println!();
     println!(
-        "{:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "client", "verified", "time s", "MB/s", "srtt ms", "retrans", "fast re", "dup segs"
+        "{:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "client",
+        "verified",
+        "time s",
+        "MB/s",
+        "srtt ms",
+        "retrans",
+        "fast re",
+        "dup segs",
+        "fec rec"
     );
     let mut sum = SessionStats::default();
     for r in reports {
         let st = &r.stats;
         println!(
-            "{:>6} {:>10} {:>8.2} {:>8.2} {:>8} {:>8} {:>9} {:>9}",
+            "{:>6} {:>10} {:>8.2} {:>8.2} {:>8} {:>8} {:>9} {:>9} {:>9}",
             r.id,
             human_bytes(r.verified),
             r.elapsed.as_secs_f64(),
@@ -502,6 +523,7 @@ fn print_summary(
             st.kcp.retransmits,
             st.kcp.fast_retransmits,
             st.kcp.duplicate_segments,
+            st.fec_recovered,
         );
         add(&mut sum, st);
     }
@@ -554,7 +576,30 @@ fn print_summary(
         relay.to_server.duplicated + relay.to_client.duplicated,
         relay.refused,
     );
-    println!("FEC                      off (not yet available in the session layer)");
+    match args.fec {
+        Some((k, m)) => {
+            println!(
+                "{:<24} {} datagrams at the clients, {} at the server (lost by the relay, rebuilt from parity)",
+                format!("FEC {k}+{m} recovered"),
+                sum.fec_recovered,
+                srv.fec_recovered,
+            );
+            println!(
+                "{:<24} {} sent by the clients, {} by the server; {} + {} packets dropped by the decoders (duplicates, late data already rebuilt)",
+                format!("FEC {k}+{m} parity"),
+                sum.fec_parity_sent,
+                srv.fec_parity_sent,
+                sum.fec_dropped,
+                srv.fec_dropped,
+            );
+        }
+        None if cfg!(feature = "fec") => {
+            println!("FEC                      off (try --fec 4,2)");
+        }
+        None => println!(
+            "FEC                      off (cargo run --release --features fec --example demo -- --fec 4,2)"
+        ),
+    }
 }
 
 fn add(sum: &mut SessionStats, st: &SessionStats) {
@@ -563,6 +608,10 @@ fn add(sum: &mut SessionStats, st: &SessionStats) {
     sum.kcp.retransmits += st.kcp.retransmits;
     sum.kcp.fast_retransmits += st.kcp.fast_retransmits;
     sum.kcp.duplicate_segments += st.kcp.duplicate_segments;
+    sum.fec_recovered += st.fec_recovered;
+    sum.fec_parity_sent += st.fec_parity_sent;
+    sum.fec_parity_received += st.fec_parity_received;
+    sum.fec_dropped += st.fec_dropped;
 }
 
 /// The `q` quantile of sorted `v` (nearest rank).

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! The bulk test moves `KCP_TUNNEL_BYTES` bytes (default 50 MB) each way
-//! through an echo target and checks both directions by hash.
+//! through an echo target and checks both directions by hash; with the `fec`
+//! feature, a second one does the same with FEC 4+2 and checks that parity
+//! rebuilt lost datagrams.
+#![cfg(feature = "tokio")]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +51,16 @@ impl Drop for Tunnel {
 }
 
 async fn tunnel_to(target: SocketAddr, link: LinkConfig) -> Tunnel {
-    let config = tunnel::session_config(Mode::Fast, 1400, 512, 512).unwrap();
+    tunnel_with_fec(target, link, None).await
+}
+
+/// [`tunnel_to`] with `fec`'s (data, parity) shards at both ends.
+async fn tunnel_with_fec(
+    target: SocketAddr,
+    link: LinkConfig,
+    fec: Option<(usize, usize)>,
+) -> Tunnel {
+    let config = tunnel::session_config(Mode::Fast, 1400, 512, 512, fec).unwrap();
     let listener = KcpListener::bind("127.0.0.1:0", config.clone())
         .await
         .unwrap();
@@ -60,8 +72,8 @@ async fn tunnel_to(target: SocketAddr, link: LinkConfig) -> Tunnel {
     .unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let client = Arc::new(TunnelStats::default());
-    let server = Arc::new(TunnelStats::default());
+    let client = Arc::new(TunnelStats::new(fec));
+    let server = Arc::new(TunnelStats::new(fec));
     let tasks = vec![
         tokio::spawn(tunnel::run_server(
             listener,
@@ -188,13 +200,38 @@ async fn http_get_through_a_lossy_tunnel() {
 /// and compares hashes of what was sent and what came back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_echo_through_a_lossy_tunnel_is_intact() {
+    let tun = bulk_echo(None).await;
+    let k = tun.client.kcp_totals();
+    assert!(
+        k.kcp.retransmits + k.kcp.fast_retransmits > 0,
+        "no loss was repaired: {k:?}"
+    );
+}
+
+/// The bulk echo with FEC 4+2 at both ends (`--fec 4,2`): the bytes are
+/// intact and both ends rebuilt datagrams the relay lost from parity.
+#[cfg(feature = "fec")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_echo_through_a_lossy_tunnel_with_fec_is_intact() {
+    let tun = bulk_echo(Some((4, 2))).await;
+    let (c, s) = (tun.client.kcp_totals(), tun.server.kcp_totals());
+    // The client's sessions receive the echo, the server's the upload.
+    assert!(c.fec_recovered > 0, "client rebuilt nothing: {c:?}");
+    assert!(s.fec_recovered > 0, "server rebuilt nothing: {s:?}");
+    assert!(c.fec_parity_sent > 0 && s.fec_parity_sent > 0);
+}
+
+/// Moves `KCP_TUNNEL_BYTES` (default 50 MB) each way through an echo target
+/// over [`lossy`] with `fec`, checks length and hash of the echo, and
+/// returns the tunnel for its counters.
+async fn bulk_echo(fec: Option<(usize, usize)>) -> Tunnel {
     let bytes: u64 = std::env::var("KCP_TUNNEL_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000_000);
     timeout(Duration::from_secs(240), async {
         let (target, _t) = echo_target().await;
-        let tun = tunnel_to(target, lossy()).await;
+        let tun = tunnel_with_fec(target, lossy(), fec).await;
         let start = Instant::now();
         let s = TcpStream::connect(tun.addr).await.unwrap();
         let (mut r, mut w) = s.into_split();
@@ -236,14 +273,10 @@ async fn bulk_echo_through_a_lossy_tunnel_is_intact() {
         );
         assert_eq!(got, bytes, "echo length");
         assert_eq!(hash.0, sent, "echo hash");
-        let k = tun.client.kcp_totals();
-        assert!(
-            k.kcp.retransmits + k.kcp.fast_retransmits > 0,
-            "no loss was repaired: {k:?}"
-        );
+        tun
     })
     .await
-    .expect("test timed out");
+    .expect("test timed out")
 }
 
 /// A target that speaks first is reached before the app writes anything:

@@ -19,8 +19,9 @@
 //! | `RST` (3) | both | the sender's TCP side failed, or the target could not be reached: drop ours |
 //!
 //! A connection is done when both directions have passed a `FIN` (or one
-//! failed). Both ends must use stream mode and the same MTU; every session
-//! config made by [`session_config`] does.
+//! failed). Both ends must use stream mode, the same MTU and the same FEC
+//! shard counts (or both none); every session config made by
+//! [`session_config`] with the same arguments does.
 //!
 //! # Back-pressure
 //! Each direction is one loop that reads a chunk and awaits its write: a
@@ -85,16 +86,20 @@ impl FromStr for Mode {
 }
 
 /// The session configuration both ends of a tunnel use: `mode`'s preset in
-/// stream mode, with the given MTU and windows (in segments).
+/// stream mode, with the given MTU and windows (in segments), and `fec`'s
+/// `(data, parity)` shards of Reed-Solomon FEC (kcp-go's framing; its
+/// 8 bytes of header come out of `mtu`).
 ///
 /// # Errors
 /// `InvalidInput` when the result cannot work (see
-/// [`SessionConfig::validate`]).
+/// [`SessionConfig::validate`]); `Unsupported` for `fec` in a build
+/// without the `fec` feature.
 pub fn session_config(
     mode: Mode,
     mtu: u32,
     snd_wnd: u16,
     rcv_wnd: u16,
+    fec: Option<(usize, usize)>,
 ) -> io::Result<SessionConfig> {
     let preset = match mode {
         Mode::Fast => KcpConfig::fast(),
@@ -108,10 +113,40 @@ pub fn session_config(
             stream: true,
             ..preset
         },
+        #[cfg(feature = "fec")]
+        fec: fec
+            .map(|(k, m)| kcp_rs::fec::FecConfig::new(k, m))
+            .transpose()?,
         ..SessionConfig::default()
     };
+    #[cfg(not(feature = "fec"))]
+    if let Some((k, m)) = fec {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "--fec {k},{m} needs the `fec` feature, which this build lacks: \
+                 cargo run --release --features fec --example tunnel -- ... --fec {k},{m}"
+            ),
+        ));
+    }
     config.validate()?;
     Ok(config)
+}
+
+/// Parses `--fec K,M`: `K` data and `M` parity shards per group.
+///
+/// # Errors
+/// A message for the command line when `s` is not two positive counts
+/// summing to at most 256.
+pub fn parse_fec(s: &str) -> Result<(usize, usize), String> {
+    let err = || format!("{s:?} is not K,M (data and parity shards, e.g. 4,2)");
+    let (k, m) = s.split_once(',').ok_or_else(err)?;
+    let k: usize = k.trim().parse().map_err(|_| err())?;
+    let m: usize = m.trim().parse().map_err(|_| err())?;
+    if k == 0 || m == 0 || k + m > 256 {
+        return Err("FEC needs K >= 1, M >= 1 and K + M <= 256".into());
+    }
+    Ok((k, m))
 }
 
 /// Accepts TCP connections on `tcp` and carries each over its own KCP
@@ -170,6 +205,8 @@ pub struct TunnelStats {
     pub bytes_to_kcp: AtomicU64,
     /// Bytes received through KCP and written to TCP.
     pub bytes_to_tcp: AtomicU64,
+    /// The FEC shard counts the sessions use, for [`report`](Self::report).
+    fec: Option<(usize, usize)>,
     sessions: Mutex<Sessions>,
 }
 
@@ -183,6 +220,15 @@ struct Sessions {
 }
 
 impl TunnelStats {
+    /// Counters for a tunnel whose sessions use `fec` (see
+    /// [`session_config`]); [`Default`] is for a tunnel without FEC.
+    pub fn new(fec: Option<(usize, usize)>) -> TunnelStats {
+        TunnelStats {
+            fec,
+            ..TunnelStats::default()
+        }
+    }
+
     /// Connections opened so far.
     pub fn opened(&self) -> u64 {
         self.lock().opened
@@ -205,7 +251,8 @@ impl TunnelStats {
         sum
     }
 
-    /// One paragraph for a person: connections, bytes, RTT, loss repair.
+    /// One paragraph for a person: connections, bytes, RTT, loss repair
+    /// (retransmissions, and datagrams FEC rebuilt).
     pub fn report(&self) -> String {
         let s = self.lock();
         let mut sum = s.closed;
@@ -236,7 +283,7 @@ impl TunnelStats {
         let _ = write!(
             out,
             "kcp: {} datagrams out, {} in, {} segments sent, {} retransmitted on timeout, \
-             {} fast-retransmitted, {} duplicates received; fec: off (not available yet)",
+             {} fast-retransmitted, {} duplicates received; ",
             sum.kcp.out_datagrams,
             sum.kcp.in_datagrams,
             sum.kcp.out_segments,
@@ -244,6 +291,20 @@ impl TunnelStats {
             sum.kcp.fast_retransmits,
             sum.kcp.duplicate_segments,
         );
+        match self.fec {
+            Some((k, m)) => {
+                let _ = write!(
+                    out,
+                    "fec {k}+{m}: {} datagrams recovered, {} parity sent, {} parity received, \
+                     {} dropped",
+                    sum.fec_recovered,
+                    sum.fec_parity_sent,
+                    sum.fec_parity_received,
+                    sum.fec_dropped,
+                );
+            }
+            None => out.push_str("fec: off"),
+        }
         out
     }
 
@@ -283,6 +344,10 @@ fn add(sum: &mut SessionStats, st: &SessionStats) {
     s.duplicate_segments += k.duplicate_segments;
     sum.app_bytes_sent += st.app_bytes_sent;
     sum.app_bytes_received += st.app_bytes_received;
+    sum.fec_recovered += st.fec_recovered;
+    sum.fec_parity_sent += st.fec_parity_sent;
+    sum.fec_parity_received += st.fec_parity_received;
+    sum.fec_dropped += st.fec_dropped;
 }
 
 // ----- one connection ---------------------------------------------------------

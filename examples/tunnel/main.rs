@@ -9,8 +9,9 @@
 //! curl http://127.0.0.1:1080/
 //! ```
 //!
-//! Both ends must agree on `--mode`'s stream setting and `--mtu` (the
-//! defaults do). Statistics (connections, bytes, RTT, retransmissions) are
+//! Both ends must agree on `--mtu` and `--fec` (the defaults do).
+//! `--fec K,M` (Reed-Solomon, kcp-go's framing) needs the `fec` feature:
+//! `cargo run --release --features fec --example tunnel -- ... --fec 4,2`. Statistics (connections, bytes, RTT, retransmissions) are
 //! printed every `--stats-interval` seconds, on SIGUSR1 and at exit
 //! (Ctrl-C or SIGTERM). The tunnel's frame format and shutdown rules are in
 //! `examples/tunnel/core.rs`.
@@ -40,10 +41,10 @@ struct Args {
     /// KCP preset: fast (ikcp's nodelay 1/20/2/1) or normal (ikcp's defaults).
     #[arg(long, global = true, default_value = "fast")]
     mode: Mode,
-    /// Forward error correction, K data + M parity shards (not available
-    /// yet: the session layer has no FEC setting).
-    #[arg(long, global = true, value_name = "K,M")]
-    fec: Option<String>,
+    /// Forward error correction, K data + M parity shards per group (e.g.
+    /// 4,2). Both ends must agree. Needs the `fec` feature (`--features fec`).
+    #[arg(long, global = true, value_name = "K,M", value_parser = tunnel::parse_fec)]
+    fec: Option<(usize, usize)>,
     /// Largest UDP datagram KCP sends, header included. Both ends must agree.
     #[arg(long, global = true, default_value_t = 1400)]
     mtu: u32,
@@ -93,23 +94,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> io::Result<()> {
-    if let Some(fec) = &args.fec {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "--fec {fec}: FEC is not available in the session layer yet \
-                 (SessionConfig has no `fec` setting); run without --fec"
-            ),
-        ));
-    }
-    let config = tunnel::session_config(args.mode, args.mtu, args.sndwnd, args.rcvwnd)?;
-    let stats = Arc::new(TunnelStats::default());
+    let config = tunnel::session_config(args.mode, args.mtu, args.sndwnd, args.rcvwnd, args.fec)?;
+    let stats = Arc::new(TunnelStats::new(args.fec));
+    let fec = match args.fec {
+        Some((k, m)) => format!("fec {k}+{m}"),
+        None => "no fec".into(),
+    };
     let work = match args.side {
         Side::Client { listen, target } => {
             let server = resolve(&target).await?;
             let tcp = TcpListener::bind(&listen).await?;
             println!(
-                "tunnel client: tcp {} -> kcp {server} (mode {:?}, mtu {}, windows {}/{})",
+                "tunnel client: tcp {} -> kcp {server} (mode {:?}, mtu {}, windows {}/{}, {fec})",
                 tcp.local_addr()?,
                 args.mode,
                 args.mtu,
@@ -121,7 +117,7 @@ async fn run(args: Args) -> io::Result<()> {
         Side::Server { listen, target } => {
             let listener = KcpListener::bind(&listen, config).await?;
             println!(
-                "tunnel server: kcp {} -> tcp {target} (mode {:?}, mtu {}, windows {}/{})",
+                "tunnel server: kcp {} -> tcp {target} (mode {:?}, mtu {}, windows {}/{}, {fec})",
                 listener.local_addr()?,
                 args.mode,
                 args.mtu,
