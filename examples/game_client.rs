@@ -6,13 +6,15 @@
 //! cargo run --release --example game_server -- --listen 127.0.0.1:4100 &
 //! cargo run --release --example game_client -- --connect 127.0.0.1:4100 --seconds 5
 //! ```
+//!
+//! With `--fec K,M` on the server, give the client the same (and build both
+//! with `--features fec`).
 
 use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kcp_rs::net::SessionConfig;
 
 // Shared with game_server.rs, whose server half this binary does not use.
 #[allow(dead_code)]
@@ -34,6 +36,10 @@ struct Args {
     /// An update older than this on arrival counts as late, ms.
     #[arg(long, default_value_t = 100)]
     late_ms: u64,
+    /// Forward error correction, K data + M parity shards per group: the
+    /// server's `--fec`. Needs the `fec` feature (`--features fec`).
+    #[arg(long, value_name = "K,M", value_parser = game::parse_fec)]
+    fec: Option<(usize, usize)>,
 }
 
 #[tokio::main]
@@ -54,10 +60,11 @@ async fn run(args: Args) -> io::Result<()> {
         .ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
         })?;
+    let config = game::session_config(args.fec)?;
     println!("joining {addr} as {} for {} s", args.name, args.seconds);
     let report = game::play(
         addr,
-        SessionConfig::default(),
+        config,
         &args.name,
         Duration::from_secs(args.seconds),
         Duration::from_millis(args.late_ms),

@@ -6,6 +6,8 @@
 //! ```text
 //! # everything in one process for a few seconds: server, lossy relay, 8 clients
 //! cargo run --release --example game_server -- --demo
+//! # the same with FEC, 2 data + 1 parity shards per group
+//! cargo run --release --features fec --example game_server -- --demo --fec 2,1
 //! # or separately
 //! cargo run --release --example game_server -- --listen 127.0.0.1:4100
 //! cargo run --release --example game_client -- --connect 127.0.0.1:4100
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kcp_rs::net::{KcpListener, SessionConfig};
+use kcp_rs::net::KcpListener;
 use kcp_rs::sim::relay::{RelayConfig, UdpRelay};
 use kcp_rs::sim::LinkConfig;
 
@@ -60,6 +62,10 @@ struct Args {
     /// Demo: an update older than this on arrival counts as late, ms.
     #[arg(long, default_value_t = 100)]
     late_ms: u64,
+    /// Forward error correction, K data + M parity shards per group; clients
+    /// must use the same. Needs the `fec` feature (`--features fec`).
+    #[arg(long, value_name = "K,M", value_parser = game::parse_fec)]
+    fec: Option<(usize, usize)>,
 }
 
 #[tokio::main]
@@ -81,11 +87,12 @@ async fn main() -> ExitCode {
 
 /// Serves until Ctrl-C, with a status line every second.
 async fn serve(args: &Args) -> io::Result<()> {
-    let listener = KcpListener::bind(&args.listen, SessionConfig::default()).await?;
+    let listener = KcpListener::bind(&args.listen, game::session_config(args.fec)?).await?;
     println!(
-        "game server on {} at {} updates/s; Ctrl-C to stop",
+        "game server on {} at {} updates/s, {}; Ctrl-C to stop",
         listener.local_addr()?,
-        args.rate
+        args.rate,
+        fec_label(args.fec),
     );
     let stats = Arc::new(ServerStats::default());
     let mut server = tokio::spawn(game::serve(listener, args.rate, stats.clone()));
@@ -104,6 +111,13 @@ async fn serve(args: &Args) -> io::Result<()> {
     }
 }
 
+fn fec_label(fec: Option<(usize, usize)>) -> String {
+    match fec {
+        Some((k, m)) => format!("FEC {k}+{m}"),
+        None => "no FEC".into(),
+    }
+}
+
 fn status(stats: &ServerStats) -> String {
     format!(
         "tick {:>6}  clients {:>3} (joined {})  updates sent {}  skipped {}  retransmitted segments {}",
@@ -118,7 +132,8 @@ fn status(stats: &ServerStats) -> String {
 
 /// Server, relay and clients in one process.
 async fn demo(args: &Args) -> io::Result<()> {
-    let listener = KcpListener::bind("127.0.0.1:0", SessionConfig::default()).await?;
+    let config = game::session_config(args.fec)?;
+    let listener = KcpListener::bind("127.0.0.1:0", config.clone()).await?;
     let server_addr = listener.local_addr()?;
     let link = LinkConfig {
         loss: args.loss,
@@ -129,9 +144,10 @@ async fn demo(args: &Args) -> io::Result<()> {
     };
     let relay = UdpRelay::start(server_addr, RelayConfig::symmetric(link, 3)).await?;
     println!(
-        "game server on {server_addr} at {} updates/s; {} clients through a relay with {:.0}% loss, \
+        "game server on {server_addr} at {} updates/s, {}; {} clients through a relay with {:.0}% loss, \
          {}..{} ms one way, for {} s",
         args.rate,
+        fec_label(args.fec),
         args.clients,
         args.loss * 100.0,
         args.delay,
@@ -144,21 +160,23 @@ async fn demo(args: &Args) -> io::Result<()> {
     let late = Duration::from_millis(args.late_ms);
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
-            let addr = relay.addr();
+            let (addr, config) = (relay.addr(), config.clone());
             tokio::spawn(async move {
                 let name = format!("player{i}");
-                game::play(addr, SessionConfig::default(), &name, play, late, false).await
+                game::play(addr, config, &name, play, late, false).await
             })
         })
         .collect();
     let mut failed = 0;
     let mut all = Vec::new();
+    let mut fec_recovered = 0;
     for (i, c) in clients.into_iter().enumerate() {
         // `play` returns after `play`; the margin covers a stuck session.
         match tokio::time::timeout(play + Duration::from_secs(10), c).await {
             Ok(Ok(Ok(r))) => {
                 println!("client {i}: {}", r.line());
                 all.extend_from_slice(&r.latencies_ms);
+                fec_recovered += r.fec_recovered;
             }
             Ok(Ok(Err(e))) => {
                 failed += 1;
@@ -182,7 +200,8 @@ async fn demo(args: &Args) -> io::Result<()> {
     };
     let rs = relay.stats();
     println!(
-        "all clients: latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} updates",
+        "all clients: latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} updates, \
+         {fec_recovered} datagrams rebuilt from FEC parity",
         overall.latency(0.5),
         overall.latency(0.99),
         overall.latency(1.0),

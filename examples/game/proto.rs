@@ -250,6 +250,8 @@ pub struct ClientReport {
     pub latencies_ms: Vec<f64>,
     /// Duplicate segments received (retransmissions that were not needed).
     pub duplicates: u64,
+    /// Datagrams lost on the way and rebuilt from FEC parity (0 without FEC).
+    pub fec_recovered: u64,
 }
 
 impl ClientReport {
@@ -266,7 +268,7 @@ impl ClientReport {
     /// One line: counts and latency percentiles.
     pub fn line(&self) -> String {
         format!(
-            "{:>5} updates  missed {:>3}  late {:>3}  latency p50 {:>5.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  dup segs {}",
+            "{:>5} updates  missed {:>3}  late {:>3}  latency p50 {:>5.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  dup segs {}  fec rec {}",
             self.received,
             self.missed,
             self.late,
@@ -274,6 +276,7 @@ impl ClientReport {
             self.latency(0.99),
             self.latency(1.0),
             self.duplicates,
+            self.fec_recovered,
         )
     }
 }
@@ -341,7 +344,9 @@ pub async fn play(
         framed.send(Bytes::from_static(b"BYE")),
     )
     .await;
-    report.duplicates = framed.get_ref().stats().kcp.duplicate_segments;
+    let st = framed.get_ref().stats();
+    report.duplicates = st.kcp.duplicate_segments;
+    report.fec_recovered = st.fec_recovered;
     report.latencies_ms.sort_by(f64::total_cmp);
     if report.received == 0 {
         return Err(io::Error::new(
@@ -350,6 +355,50 @@ pub async fn play(
         ));
     }
     Ok(report)
+}
+
+/// The session configuration of both ends: the default (fast preset,
+/// message mode), with `fec`'s `(data, parity)` shards of Reed-Solomon FEC
+/// when given. Server and clients must agree on `fec`.
+///
+/// # Errors
+/// `InvalidInput` for shard counts that cannot work; `Unsupported` for
+/// `fec` in a build without the `fec` feature.
+pub fn session_config(fec: Option<(usize, usize)>) -> io::Result<SessionConfig> {
+    #[cfg(feature = "fec")]
+    let config = SessionConfig {
+        fec: fec
+            .map(|(k, m)| kcp_rs::fec::FecConfig::new(k, m))
+            .transpose()?,
+        ..SessionConfig::default()
+    };
+    #[cfg(not(feature = "fec"))]
+    let config = match fec {
+        None => SessionConfig::default(),
+        Some((k, m)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "--fec {k},{m} needs the `fec` feature, which this build lacks: \
+                     cargo run --release --features fec --example game_server -- ... --fec {k},{m}"
+                ),
+            ))
+        }
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Parses `--fec K,M`: `K` data and `M` parity shards per group.
+pub fn parse_fec(s: &str) -> Result<(usize, usize), String> {
+    let err = || format!("{s:?} is not K,M (data and parity shards, e.g. 2,1)");
+    let (k, m) = s.split_once(',').ok_or_else(err)?;
+    let k: usize = k.trim().parse().map_err(|_| err())?;
+    let m: usize = m.trim().parse().map_err(|_| err())?;
+    if k == 0 || m == 0 || k + m > 256 {
+        return Err("FEC needs K >= 1, M >= 1 and K + M <= 256".into());
+    }
+    Ok((k, m))
 }
 
 /// Parses `"0.05"` as a probability.
