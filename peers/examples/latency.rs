@@ -1,5 +1,6 @@
 //! The latency experiment of ikcp's `test.cpp`, run on the C ikcp and on our
-//! core through the same simulated link, under a virtual clock.
+//! core through the same simulated link, under a virtual clock, and on our
+//! fast mode with FEC in front of both sessions.
 //!
 //! The link is test.cpp's `LatencySimulator(10, 60, 125)`: in each
 //! direction exactly 5 of every 100 datagrams are lost (drawn without
@@ -14,18 +15,40 @@
 //! `nodelay(0,10,0,1)`, fast `nodelay(2,10,2,1)` with `rx_minrto = 10` and
 //! fast resend 1 on the sender.
 //!
+//! FEC rows: our fast mode with a [`FecEncoder`] on each side's output and a
+//! [`FecDecoder`] before each side's input (KCP MTU 1392, the FEC header
+//! taken from 1400), for a few presets, with the encoder's early group close
+//! ([`FecEncoder::poll`] after every update, with the session's RTO) on and
+//! off. Every datagram on the link counts against the loss bag, parity
+//! included.
+//!
+//! Each configuration runs on every seed; the table pools the RTTs of all
+//! seeds. The chart (CDF of the RTT per implementation and mode) goes to
+//! `docs/latency.svg` unless `--chart PATH` or `--no-chart` says otherwise.
+//!
 //! ```text
-//! cargo run --release -p kcp-peers --example latency [seed]
+//! cargo run --release -p kcp-peers --example latency [SEEDS] [--chart PATH | --no-chart]
 //! ```
+//!
+//! `SEEDS` is one seed (`3`), a range (`1-10`, the default) or a list
+//! (`1,4,9`).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use kcp_peers::{Ikcp, Peer};
+use kcp_rs::fec::{FecConfig, FecDecoder, FecEncoder};
 use kcp_rs::sim::{Outbox, Rng};
-use kcp_rs::{Kcp, KcpConfig};
+use kcp_rs::{Kcp, KcpConfig, KcpError};
 
 const CONV: u32 = 0x1122_3344;
 const ECHOES: u32 = 1000;
+/// The link MTU the FEC runs keep to: KCP gets 8 bytes less.
+const LINK_MTU: u32 = 1400;
+/// The goal for fast mode with FEC.
+const FEC_MAX_GOAL_MS: u32 = 250;
 
 /// test.h's `Random`: draws 0..size without replacement, refilling the bag
 /// when it is empty.
@@ -107,7 +130,7 @@ impl LatencySim {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Default,
     Normal,
@@ -152,16 +175,217 @@ impl Mode {
     }
 }
 
-#[derive(PartialEq, Eq)]
-struct Outcome {
-    avg: u64,
-    max: u32,
-    tx: u64,
-    virtual_ms: u64,
+/// One row of the table: an implementation in a mode, optionally with FEC.
+#[derive(Clone, Copy)]
+enum Variant {
+    Ikcp(Mode),
+    Ours(Mode),
+    /// Our fast mode behind FEC `k + m`, with or without early group close.
+    OursFec {
+        k: usize,
+        m: usize,
+        early: bool,
+    },
 }
 
-/// An implementation's name and its two sessions.
-type Run = (&'static str, Box<dyn Peer>, Box<dyn Peer>);
+impl Variant {
+    fn all() -> Vec<Variant> {
+        let mut v = Vec::new();
+        for mode in [Mode::Default, Mode::Normal, Mode::Fast] {
+            v.push(Variant::Ikcp(mode));
+            v.push(Variant::Ours(mode));
+        }
+        // The four presets (low_latency, balanced, high_protection,
+        // bandwidth_efficient) and 2+2.
+        for (k, m) in [(2, 1), (2, 2), (4, 2), (8, 4), (10, 2)] {
+            for early in [true, false] {
+                v.push(Variant::OursFec { k, m, early });
+            }
+        }
+        v
+    }
+
+    fn mode(self) -> String {
+        match self {
+            Variant::Ikcp(m) | Variant::Ours(m) => m.name().to_string(),
+            Variant::OursFec { k, m, early } => {
+                format!(
+                    "fast+FEC {k}+{m} {}",
+                    if early { "poll" } else { "no poll" }
+                )
+            }
+        }
+    }
+
+    fn implementation(self) -> &'static str {
+        match self {
+            Variant::Ikcp(_) => "ikcp",
+            _ => "kcp-rs",
+        }
+    }
+
+    fn label(self) -> String {
+        format!("{} {}", self.implementation(), self.mode())
+    }
+
+    /// The sender and the echoer; FEC runs add their counters to `totals`
+    /// when they end.
+    fn peers(self, totals: &Rc<RefCell<FecTotals>>) -> (Box<dyn Peer>, Box<dyn Peer>) {
+        match self {
+            Variant::Ikcp(mode) => {
+                let (c1, c2) = mode.configs();
+                (
+                    Box::new(Ikcp::with_config(CONV, &c1).expect("config")),
+                    Box::new(Ikcp::with_config(CONV, &c2).expect("config")),
+                )
+            }
+            Variant::Ours(mode) => {
+                let (c1, c2) = mode.configs();
+                (
+                    Box::new(Kcp::with_config(CONV, Outbox::default(), c1).expect("config")),
+                    Box::new(Kcp::with_config(CONV, Outbox::default(), c2).expect("config")),
+                )
+            }
+            Variant::OursFec { k, m, early } => {
+                let fec = FecConfig::new(k, m).expect("FEC config");
+                let (c1, c2) = Mode::Fast.configs();
+                let mtu = FecConfig::kcp_mtu(LINK_MTU);
+                (
+                    Box::new(FecPeer::new(KcpConfig { mtu, ..c1 }, fec, early, totals)),
+                    Box::new(FecPeer::new(KcpConfig { mtu, ..c2 }, fec, early, totals)),
+                )
+            }
+        }
+    }
+}
+
+/// Counters of the FEC runs of one variant, both sides, all seeds.
+#[derive(Clone, Copy, Default)]
+struct FecTotals {
+    /// KCP datagrams rebuilt by the decoders.
+    recovered: u64,
+    /// Groups forgotten with data missing (more than `m` losses).
+    unrecoverable: u64,
+    /// Empty packets sent to close groups early.
+    empty: u64,
+    /// KCP retransmissions (timeout and fast).
+    retransmits: u64,
+}
+
+/// Our core with an FEC encoder on its output and a decoder before its
+/// input, seen by the experiment as one more [`Peer`].
+struct FecPeer {
+    kcp: Kcp<Outbox>,
+    enc: FecEncoder,
+    dec: FecDecoder,
+    /// Close partly filled groups with `FecEncoder::poll` after each update.
+    early: bool,
+    /// The clock of the last update, for the decoder.
+    now: u32,
+    /// FEC packets not yet handed to the link.
+    out: Vec<Vec<u8>>,
+    totals: Rc<RefCell<FecTotals>>,
+}
+
+impl FecPeer {
+    fn new(
+        cfg: KcpConfig,
+        fec: FecConfig,
+        early: bool,
+        totals: &Rc<RefCell<FecTotals>>,
+    ) -> FecPeer {
+        FecPeer {
+            kcp: Kcp::with_config(CONV, Outbox::default(), cfg).expect("config"),
+            enc: FecEncoder::new(fec).expect("FEC config"),
+            dec: FecDecoder::new(fec).expect("FEC config"),
+            early,
+            now: 0,
+            out: Vec::new(),
+            totals: totals.clone(),
+        }
+    }
+
+    /// Moves what KCP output so far through the encoder.
+    fn encode_output(&mut self) {
+        let (enc, out) = (&mut self.enc, &mut self.out);
+        self.kcp.output_mut().drain(|d| {
+            enc.encode(d, |p| out.push(p.to_vec()))
+                .expect("KCP datagrams fit the FEC packet")
+        });
+    }
+}
+
+impl Peer for FecPeer {
+    fn send(&mut self, data: &[u8]) -> Result<usize, String> {
+        self.kcp.send(data).map_err(|e| e.to_string())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.kcp.recv(buf).ok()
+    }
+
+    fn input(&mut self, data: &[u8]) -> Result<(), String> {
+        let kcp = &mut self.kcp;
+        let mut refused: Option<KcpError> = None;
+        self.dec
+            .decode(self.now, data, |d| {
+                if let Err(e) = kcp.input(d) {
+                    refused.get_or_insert(e);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        refused.map_or(Ok(()), |e| Err(e.to_string()))
+    }
+
+    fn update(&mut self, now: u32) {
+        self.now = now;
+        self.kcp.update(now);
+        self.encode_output();
+        if self.early {
+            let out = &mut self.out;
+            self.enc.poll(now, self.kcp.rto(), |p| out.push(p.to_vec()));
+        }
+    }
+
+    fn flush(&mut self) {
+        self.kcp.flush();
+        self.encode_output();
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
+        self.encode_output();
+        for p in self.out.drain(..) {
+            f(&p);
+        }
+    }
+
+    fn wait_snd(&self) -> u32 {
+        self.kcp.wait_snd()
+    }
+
+    fn peek_size(&self) -> Option<usize> {
+        self.kcp.peek_size().ok()
+    }
+}
+
+impl Drop for FecPeer {
+    fn drop(&mut self) {
+        let mut t = self.totals.borrow_mut();
+        let (dec, kcp) = (self.dec.stats(), self.kcp.stats());
+        t.recovered += dec.recovered;
+        t.unrecoverable += dec.unrecoverable_groups;
+        t.empty += self.enc.stats().empty_packets;
+        t.retransmits += kcp.retransmits + kcp.fast_retransmits;
+    }
+}
+
+#[derive(PartialEq, Eq)]
+struct Outcome {
+    /// Every RTT, in the order the echoes arrived.
+    rtts: Vec<u32>,
+    /// Datagrams the sender put on the link.
+    tx: u64,
+}
 
 /// Messages waiting for room in a bounded send queue.
 ///
@@ -190,7 +414,7 @@ fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64) -> Outcome {
     let mut slap = 20;
     let mut index: u32 = 0;
     let mut next: u32 = 0;
-    let (mut sum, mut count, mut max) = (0u64, 0u64, 0u32);
+    let mut rtts = Vec::with_capacity(ECHOES as usize);
     let mut buf = [0u8; 2000];
     let (mut p1, mut p2) = (Pending::default(), Pending::default());
     while next < ECHOES {
@@ -227,64 +451,418 @@ fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64) -> Outcome {
             let sn = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
             let ts = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
             assert_eq!(sn, next, "echo out of order");
-            let rtt = clock.wrapping_sub(ts);
+            rtts.push(clock.wrapping_sub(ts));
             next += 1;
-            sum += rtt as u64;
-            count += 1;
-            max = max.max(rtt);
         }
     }
     Outcome {
-        avg: sum / count,
-        max,
+        rtts,
         tx: vnet.tx[0],
-        virtual_ms: now,
     }
 }
 
-fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    println!("ikcp test.cpp latency experiment, seed {seed}: 1,000 echoes of an 8-byte message every 20 ms,");
-    println!("5% loss each way (5 of every 100), 30-61 ms one way FIFO, windows 128/128\n");
-    println!(
-        "{:<8} {:<8} {:>8} {:>8} {:>8} {:>11}",
-        "mode", "impl", "avg ms", "max ms", "tx", "virtual ms"
-    );
-    for mode in [Mode::Default, Mode::Normal, Mode::Fast] {
-        let (c1, c2) = mode.configs();
-        let runs: [Run; 2] = [
-            (
-                "ikcp",
-                Box::new(Ikcp::with_config(CONV, &c1).expect("config")),
-                Box::new(Ikcp::with_config(CONV, &c2).expect("config")),
-            ),
-            (
-                "kcp-rs",
-                Box::new(Kcp::with_config(CONV, Outbox::default(), c1).expect("config")),
-                Box::new(Kcp::with_config(CONV, Outbox::default(), c2).expect("config")),
-            ),
-        ];
-        let mut first: Option<Outcome> = None;
-        for (name, k1, k2) in runs {
-            let o = run(k1, k2, seed);
-            println!(
-                "{:<8} {:<8} {:>8} {:>8} {:>8} {:>11}",
-                mode.name(),
-                name,
-                o.avg,
-                o.max,
-                o.tx,
-                o.virtual_ms
-            );
-            match &first {
-                None => first = Some(o),
-                Some(f) if *f == o => {}
-                Some(_) => println!("         ^ differs from ikcp"),
-            }
+/// The RTTs of one variant over all seeds.
+struct Row {
+    variant: Variant,
+    /// All RTTs, sorted.
+    sorted: Vec<u32>,
+    /// Largest RTT of each seed.
+    max_per_seed: Vec<u32>,
+    /// Datagrams the sender put on the link, over all seeds.
+    tx: u64,
+    /// Seeds on which the bytes differed from ikcp's in the same mode.
+    differs: usize,
+    fec: FecTotals,
+}
+
+impl Row {
+    fn avg(&self) -> f64 {
+        self.sorted.iter().map(|&r| r as f64).sum::<f64>() / self.sorted.len() as f64
+    }
+
+    /// Nearest-rank percentile.
+    fn percentile(&self, p: f64) -> u32 {
+        let n = self.sorted.len();
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        self.sorted[rank.clamp(1, n) - 1]
+    }
+
+    fn max(&self) -> u32 {
+        self.sorted.last().copied().unwrap_or(0)
+    }
+}
+
+struct Args {
+    seeds: Vec<u64>,
+    chart: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut seeds = (1..=10).collect();
+    let mut chart = Some(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/latency.svg"
+    )));
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--no-chart" => chart = None,
+            "--chart" => chart = Some(PathBuf::from(args.next().expect("--chart PATH"))),
+            s => seeds = parse_seeds(s).unwrap_or_else(|| panic!("bad seeds {s:?}")),
         }
     }
-    println!("\n(the two implementations send the same bytes, so equal rows are expected)");
+    Args { seeds, chart }
+}
+
+/// `3`, `1-5` or `1,4,9`.
+fn parse_seeds(s: &str) -> Option<Vec<u64>> {
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+        return (a <= b).then(|| (a..=b).collect());
+    }
+    s.split(',').map(|x| x.parse().ok()).collect()
+}
+
+fn main() {
+    let args = parse_args();
+    let seeds = &args.seeds;
+    println!("ikcp test.cpp latency experiment: 1,000 echoes of an 8-byte message every 20 ms,");
+    println!("5% loss each way (5 of every 100), 30-61 ms one way FIFO, windows 128/128;");
+    println!(
+        "seeds {seeds:?}, RTTs pooled over the seeds ({} per row)\n",
+        ECHOES as usize * seeds.len()
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    for variant in Variant::all() {
+        let mut row = Row {
+            variant,
+            sorted: Vec::new(),
+            max_per_seed: Vec::new(),
+            tx: 0,
+            differs: 0,
+            fec: FecTotals::default(),
+        };
+        let totals = Rc::new(RefCell::new(FecTotals::default()));
+        for &seed in seeds {
+            let (k1, k2) = variant.peers(&totals);
+            let o = run(k1, k2, seed);
+            if let Variant::Ours(mode) = variant {
+                // ikcp's run in the same mode and seed, for the comparison.
+                let (i1, i2) = Variant::Ikcp(mode).peers(&totals);
+                if run(i1, i2, seed) != o {
+                    row.differs += 1;
+                }
+            }
+            row.max_per_seed
+                .push(o.rtts.iter().copied().max().unwrap_or(0));
+            row.tx += o.tx;
+            row.sorted.extend_from_slice(&o.rtts);
+        }
+        row.sorted.sort_unstable();
+        row.fec = *totals.borrow();
+        rows.push(row);
+    }
+
+    print_table(&rows, seeds.len());
+    print_goals(&rows);
+
+    if let Some(path) = &args.chart {
+        match chart::draw(&rows, seeds, path) {
+            Ok(()) => println!("\nchart: {}", path.display()),
+            Err(e) => eprintln!("\nchart not written to {}: {e}", path.display()),
+        }
+    }
+}
+
+fn print_table(rows: &[Row], nseeds: usize) {
+    println!(
+        "| mode | impl | avg ms | p50 | p99 | max | max per seed, lowest-highest | seeds with max >= {FEC_MAX_GOAL_MS} | sender datagrams / echo |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let lo = r.max_per_seed.iter().min().copied().unwrap_or(0);
+        let over = r
+            .max_per_seed
+            .iter()
+            .filter(|&&m| m >= FEC_MAX_GOAL_MS)
+            .count();
+        println!(
+            "| {} | {} | {:.1} | {} | {} | {} | {}-{} | {}/{} | {:.2} |",
+            r.variant.mode(),
+            r.variant.implementation(),
+            r.avg(),
+            r.percentile(50.0),
+            r.percentile(99.0),
+            r.max(),
+            lo,
+            r.max(),
+            over,
+            nseeds,
+            r.tx as f64 / r.sorted.len() as f64
+        );
+    }
+    println!("\nFEC runs, both sides, all seeds:\n");
+    println!(
+        "| mode | KCP datagrams recovered | groups incomplete (> m lost, empty packets included) | empty packets (early close) | KCP retransmissions (timeout + fast) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for r in rows {
+        if let Variant::OursFec { .. } = r.variant {
+            let f = r.fec;
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                r.variant.mode(),
+                f.recovered,
+                f.unrecoverable,
+                f.empty,
+                f.retransmits
+            );
+        }
+    }
+}
+
+/// The goals from the issues, checked against the rows.
+fn print_goals(rows: &[Row]) {
+    println!();
+    for mode in [Mode::Default, Mode::Normal, Mode::Fast] {
+        let ikcp = rows
+            .iter()
+            .find(|r| matches!(r.variant, Variant::Ikcp(m) if m == mode));
+        let ours = rows
+            .iter()
+            .find(|r| matches!(r.variant, Variant::Ours(m) if m == mode));
+        let (Some(ikcp), Some(ours)) = (ikcp, ours) else {
+            continue;
+        };
+        let no_worse = ours.avg() <= ikcp.avg()
+            && ours.percentile(50.0) <= ikcp.percentile(50.0)
+            && ours.percentile(99.0) <= ikcp.percentile(99.0)
+            && ours.max() <= ikcp.max();
+        println!(
+            "{:<8} kcp-rs no worse than ikcp (avg, p50, p99, max): {}{}",
+            mode.name(),
+            if no_worse { "holds" } else { "DOES NOT HOLD" },
+            match ours.differs {
+                0 => " (identical traffic on every seed)".to_string(),
+                n => format!(" ({n} seed(s) with traffic different from ikcp's)"),
+            }
+        );
+    }
+    for r in rows {
+        if let Variant::OursFec { .. } = r.variant {
+            println!(
+                "{:<22} max {:>3} ms < {FEC_MAX_GOAL_MS} ms: {}",
+                r.variant.mode(),
+                r.max(),
+                if r.max() < FEC_MAX_GOAL_MS {
+                    "holds"
+                } else {
+                    "does not hold"
+                }
+            );
+        }
+    }
+}
+
+/// The chart, SVG through plotters without font or C dependencies (the
+/// text is left to the SVG viewer): on the left the CDF of the RTT for
+/// ikcp and ours in the three modes, on the right the tail of fast mode
+/// with and without FEC as the fraction of echoes at or above each RTT
+/// (FEC without early close dashed).
+mod chart {
+    use std::path::Path;
+
+    use plotters::coord::Shift;
+    use plotters::element::DashedPathElement;
+    use plotters::prelude::*;
+
+    use super::{Mode, Row, Variant, FEC_MAX_GOAL_MS};
+
+    /// Points per curve: a quantile grid plus the last samples one by one,
+    /// so the tail up to the maximum is exact and the file stays small.
+    const GRID: usize = 100;
+    const TAIL: usize = 30;
+
+    type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+    pub fn draw(rows: &[Row], seeds: &[u64], path: &Path) -> Result<()> {
+        let root = SVGBackend::new(path, (1100, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let n = rows.iter().map(|r| r.sorted.len()).min().unwrap_or(1);
+        let contiguous = seeds.windows(2).all(|w| w[1] == w[0] + 1);
+        let seeds = match (seeds.first(), seeds.last()) {
+            (Some(a), Some(b)) if contiguous && a != b => format!("{a}-{b}"),
+            _ => seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let root = root.titled(
+            &format!(
+                "ikcp test.cpp latency experiment: 5% loss each way, 30-61 ms one way, 1,000 echoes per seed, seeds {seeds}"
+            ),
+            ("sans-serif", 16),
+        )?;
+        let (left, right) = root.split_horizontally(500);
+        modes(&left, rows)?;
+        tail(&right, rows, n)?;
+        root.present()?;
+        Ok(())
+    }
+
+    fn modes(area: &DrawingArea<SVGBackend<'_>, Shift>, rows: &[Row]) -> Result<()> {
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                "RTT CDF by mode: ikcp (wide, pale) under kcp-rs",
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d((40f64..10_000f64).log_scale(), 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("RTT (ms, log scale)")
+            .y_desc("fraction of echoes <= RTT")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .label_style(("sans-serif", 12))
+            .max_light_lines(0)
+            .draw()?;
+        for r in rows {
+            let (style, dashed) = match r.variant {
+                Variant::Ikcp(_) => (color_of(r.variant).mix(0.35).stroke_width(7), false),
+                Variant::Ours(_) => (color_of(r.variant).stroke_width(2), false),
+                Variant::OursFec { .. } => continue,
+            };
+            let n = r.sorted.len() as f64;
+            let points: Vec<(f64, f64)> = sample(&r.sorted)
+                .map(|v| {
+                    let at_most = r.sorted.partition_point(|&x| x <= v);
+                    (f64::from(v.max(40)), at_most as f64 / n)
+                })
+                .collect();
+            line(&mut chart, points, style, dashed, r.variant.label())?;
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    }
+
+    fn tail(area: &DrawingArea<SVGBackend<'_>, Shift>, rows: &[Row], n: usize) -> Result<()> {
+        let floor = 0.5 / n as f64;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                "Tail of fast mode with FEC: solid = early close (poll), dashed = without",
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(50f64..500f64, (floor..1f64).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("RTT (ms)")
+            .y_desc("fraction of echoes >= RTT (log scale)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .label_style(("sans-serif", 12))
+            .max_light_lines(0)
+            .draw()?;
+        let goal = FEC_MAX_GOAL_MS as f64;
+        let goal_style = BLACK.mix(0.5).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new([(goal, floor), (goal, 1.0)], goal_style))?
+            .label(format!("{FEC_MAX_GOAL_MS} ms goal"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], goal_style));
+        for r in rows {
+            let (style, dashed) = match r.variant {
+                Variant::Ikcp(Mode::Fast) => (color_of(r.variant).mix(0.35).stroke_width(7), false),
+                Variant::Ours(Mode::Fast) => (color_of(r.variant).stroke_width(2), false),
+                Variant::OursFec { early, .. } => (color_of(r.variant).stroke_width(2), !early),
+                _ => continue,
+            };
+            let n = r.sorted.len() as f64;
+            let points: Vec<(f64, f64)> = sample(&r.sorted)
+                .map(|v| {
+                    let at_least = r.sorted.len() - r.sorted.partition_point(|&x| x < v);
+                    (f64::from(v.clamp(50, 500)), at_least as f64 / n)
+                })
+                .collect();
+            line(&mut chart, points, style, dashed, r.variant.label())?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+
+    type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+    fn line<'a, X, Y>(
+        chart: &mut Chart<'a, X, Y>,
+        points: Vec<(f64, f64)>,
+        style: ShapeStyle,
+        dashed: bool,
+        label: String,
+    ) -> Result<()>
+    where
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        if dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points, 6, 4, style))?
+                .label(label)
+                .legend(move |(x, y)| DashedPathElement::new([(x, y), (x + 20, y)], 6, 4, style));
+        } else {
+            chart
+                .draw_series(LineSeries::new(points, style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+        }
+        Ok(())
+    }
+
+    fn legend<X, Y>(chart: &mut Chart<'_, X, Y>, at: SeriesLabelPosition) -> Result<()>
+    where
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        chart
+            .configure_series_labels()
+            .position(at)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .draw()?;
+        Ok(())
+    }
+
+    fn color_of(v: Variant) -> RGBColor {
+        match v {
+            Variant::Ikcp(m) | Variant::Ours(m) => match m {
+                Mode::Default => RGBColor(110, 110, 110),
+                Mode::Normal => RGBColor(31, 119, 180),
+                Mode::Fast => RGBColor(44, 160, 44),
+            },
+            Variant::OursFec { k: 2, m: 1, .. } => RGBColor(255, 127, 14),
+            Variant::OursFec { k: 2, .. } => RGBColor(140, 86, 75),
+            Variant::OursFec { k: 4, .. } => RGBColor(214, 39, 40),
+            Variant::OursFec { k: 8, .. } => RGBColor(148, 103, 189),
+            Variant::OursFec { .. } => RGBColor(23, 190, 207),
+        }
+    }
+
+    /// The RTTs at a quantile grid and the last `TAIL` ones, each value
+    /// once, ascending.
+    fn sample(sorted: &[u32]) -> impl Iterator<Item = u32> + '_ {
+        let n = sorted.len();
+        let mut idx: Vec<usize> = (0..=GRID).map(|i| i * n.saturating_sub(1) / GRID).collect();
+        idx.extend(n.saturating_sub(TAIL)..n);
+        idx.sort_unstable();
+        let mut values: Vec<u32> = idx
+            .into_iter()
+            .filter_map(|i| sorted.get(i).copied())
+            .collect();
+        values.dedup();
+        values.into_iter()
+    }
 }
