@@ -520,7 +520,7 @@ async fn a_closed_port_does_not_disturb_other_sessions() {
                     assert!(back == data, "echo differs");
                 };
                 tokio::select! {
-                    _ = echo => panic!("echo ended early"),
+                    r = echo => panic!("echo ended early: {r:?}"),
                     _ = drive => {}
                 }
             }));
@@ -652,22 +652,20 @@ async fn a_stopped_reader_holds_the_writer_and_memory_flat() {
 
 // ----- the last ACK ------------------------------------------------------------
 
-/// KNOWN BUG (src/net, not fixed here): a session whose handles are gone and
-/// whose own data is acknowledged is removed at once. If the ACK of the
-/// peer's last segment was lost, the peer's retransmissions then reach no
-/// session (`dropped_unknown`) and are never acknowledged: the peer's
-/// `shutdown` (or dead-link detection) fails with `TimedOut` although every
-/// byte was delivered. TCP solves this with TIME_WAIT; the fix here would be
-/// a short linger (keep ACKing, no keep-alives, an absolute deadline) before
-/// removal. Found by `reliability_soak` (stream mode, about 1 run in 4 when
-/// each side dropped its halves as soon as its own part was done).
+/// A session whose handles are gone and whose own data is acknowledged
+/// lingers (`SessionConfig::linger`, like TCP's TIME_WAIT) before removal.
+/// Without that, if the ACK of the peer's last segment was lost, the peer's
+/// retransmissions reached no session (`dropped_unknown`) and were never
+/// acknowledged: the peer's `shutdown` (or dead-link detection) failed with
+/// `TimedOut` although every byte was delivered. Found by `reliability_soak`
+/// (stream mode, about 1 run in 4 when each side dropped its halves as soon
+/// as its own part was done).
 ///
 /// Deterministic reproduction: a bare core client sends a message while
 /// ignoring the ACKs (they are "lost"); the server application reads it and
 /// drops its stream; then the client listens again. Its retransmission
 /// should be acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: no linger after a session finishes, a lost last ACK is never repeated"]
 async fn last_ack_lost_after_the_server_closed_is_repeated() {
     let cfg = config(false);
     let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
@@ -712,6 +710,17 @@ async fn last_ack_lost_after_the_server_closed_is_repeated() {
             0,
             "the retransmitted last segment was never acknowledged: {st:?}"
         );
+        // The linger ends on its own, without a keep-alive or a timeout.
+        let st = wait_for(&listener, Duration::from_secs(5), |s| {
+            s.sessions_lingering == 0
+        })
+        .await;
+        assert_eq!(
+            (st.sessions_lingering, st.sessions_active),
+            (0, 0),
+            "{st:?}"
+        );
+        assert_eq!((st.sessions_closed, st.timed_out), (1, 0), "{st:?}");
     })
     .await
     .expect("test hung");

@@ -107,8 +107,8 @@ async fn wait_no_sessions(listener: &KcpListener) -> ListenerStats {
 // ----- stream mode -------------------------------------------------------------
 
 /// Writes `bytes` of the pattern seeded `seed`, then waits until all is
-/// acknowledged. Returns the hash of what was written.
-async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -> (u64, W) {
+/// acknowledged, and drops the writer. Returns the hash of what was written.
+async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -> u64 {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; 48 * 1024 + 7]; // odd size: writes straddle segments
     let mut off = 0;
@@ -120,12 +120,12 @@ async fn write_pattern<W: AsyncWrite + Unpin>(mut w: W, seed: u64, bytes: u64) -
         off += n as u64;
     }
     w.shutdown().await.expect("shutdown (all acknowledged)");
-    (h, w)
+    h
 }
 
-/// Reads exactly `bytes`, comparing every byte with the pattern. Returns
-/// the hash of what was read.
-async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> (u64, R) {
+/// Reads exactly `bytes`, comparing every byte with the pattern, and drops
+/// the reader. Returns the hash of what was read.
+async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> u64 {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0u64;
@@ -144,7 +144,7 @@ async fn read_pattern<R: AsyncRead + Unpin>(mut r: R, seed: u64, bytes: u64) -> 
         fnv1a(&mut h, &buf[..n]);
         got += n as u64;
     }
-    (h, r)
+    h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,13 +164,13 @@ async fn soak_stream_mode_both_ways() {
         let (sr, sw) = server.into_split();
         let s_write = tokio::spawn(write_pattern(sw, 2, each));
         let s_read = tokio::spawn(read_pattern(sr, 1, each));
-        // Every half is kept until all four are done (an application-level
-        // close): a session dropped as soon as its own side is finished
-        // stops acknowledging, and a lost last ACK would leave the peer's
-        // shutdown waiting (see docs/security.md, "last ACK").
+        // Each half is dropped as soon as its own part is done: a side
+        // whose two halves are gone lingers (`SessionConfig::linger`) and
+        // acknowledges the peer's retransmissions, so a lost last ACK does
+        // not leave the peer's shutdown waiting (see docs/security.md).
         let (cw, cr) = (c_write.await.unwrap(), c_read.await.unwrap());
         let (sw, sr) = (s_write.await.unwrap(), s_read.await.unwrap());
-        ((cw.0, sr.0), (sw.0, cr.0))
+        ((cw, sr), (sw, cr))
     };
     let ((up_sent, up_got), (down_sent, down_got)) = timeout(time_limit(total), run)
         .await
@@ -221,11 +221,7 @@ fn build_msg(seed: u64, i: u64, buf: &mut Vec<u8>) {
     fill(seed ^ i, 0, &mut buf[12..]);
 }
 
-async fn send_msgs(
-    mut w: kcp_rs::net::OwnedWriteHalf,
-    seed: u64,
-    count: u64,
-) -> (u64, kcp_rs::net::OwnedWriteHalf) {
+async fn send_msgs(mut w: kcp_rs::net::OwnedWriteHalf, seed: u64, count: u64) -> u64 {
     let mut h = FNV_INIT;
     let mut buf = Vec::new();
     for i in 0..count {
@@ -234,16 +230,11 @@ async fn send_msgs(
         w.send_msg(&buf).await.expect("send_msg");
     }
     w.shutdown().await.expect("shutdown (all acknowledged)");
-    (h, w)
+    h
 }
 
 /// Receives `count` messages and checks that each is the next one, whole.
-async fn recv_msgs(
-    mut r: kcp_rs::net::OwnedReadHalf,
-    seed: u64,
-    count: u64,
-    max: usize,
-) -> (u64, kcp_rs::net::OwnedReadHalf) {
+async fn recv_msgs(mut r: kcp_rs::net::OwnedReadHalf, seed: u64, count: u64, max: usize) -> u64 {
     let mut h = FNV_INIT;
     let mut buf = vec![0u8; max];
     let mut want = Vec::new();
@@ -271,7 +262,7 @@ async fn recv_msgs(
         !matches!(extra, Ok(Ok(_))),
         "flow {seed}: a message arrived after the last one"
     );
-    (h, r)
+    h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,10 +284,11 @@ async fn soak_message_mode_both_ways() {
         let (sr, sw) = server.into_split();
         let s_send = tokio::spawn(send_msgs(sw, 4, count));
         let s_recv = tokio::spawn(recv_msgs(sr, 3, count, max));
-        // Halves kept until all four are done, as in stream mode.
+        // Each half dropped as soon as its own part is done, as in stream
+        // mode.
         let (cw, cr) = (c_send.await.unwrap(), c_recv.await.unwrap());
         let (sw, sr) = (s_send.await.unwrap(), s_recv.await.unwrap());
-        ((cw.0, sr.0), (sw.0, cr.0))
+        ((cw, sr), (sw, cr))
     };
     let ((up_sent, up_got), (down_sent, down_got)) = timeout(time_limit(total), run)
         .await

@@ -64,8 +64,30 @@ pub struct SessionConfig {
     /// anything we sent within this time is removed silently (it was never
     /// handed to `accept`). Default: 5 s.
     pub half_open_timeout: Duration,
-    /// Most sessions one listener holds, half-open ones included. Datagrams
-    /// that would open more are dropped and counted. Default: 10 000.
+    /// How long at most a finished session stays behind, like TCP's
+    /// TIME_WAIT. A session finishes when its handles are dropped and
+    /// everything it sent is acknowledged; if the ACK of the peer's last
+    /// segment was lost, the peer retransmits it, and a session removed at
+    /// once would leave those retransmissions unanswered (the peer's
+    /// `shutdown` would fail with `TimedOut` although everything arrived).
+    ///
+    /// A lingering session only acknowledges: it feeds what arrives to KCP
+    /// (new data is acknowledged and discarded, as for a dropped reader),
+    /// sends no keep-alive, and leaves once nothing has arrived for four
+    /// retransmission timeouts (at least 500 ms), and at the latest
+    /// `linger` after it finished. It no longer counts in
+    /// [`ListenerStats::sessions_active`](super::ListenerStats::sessions_active)
+    /// but in `sessions_lingering`, and it still counts against
+    /// [`max_sessions`](Self::max_sessions) and
+    /// [`max_sessions_per_ip`](Self::max_sessions_per_ip), so sessions
+    /// opened and finished in a loop cannot hold more than the caps. Until
+    /// it leaves, a datagram from the same address with the same conv goes
+    /// to it, not to a new session. A session that never heard from its
+    /// peer does not linger. Zero turns lingering off. Default: 3 s.
+    pub linger: Duration,
+    /// Most sessions one listener holds, half-open and lingering ones
+    /// included. Datagrams that would open more are dropped and counted.
+    /// Default: 10 000.
     pub max_sessions: usize,
     /// Most sessions one source IP address may hold on a listener.
     /// Default: 1 000.
@@ -149,6 +171,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(20)),
             half_open_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(3),
             max_sessions: 10_000,
             max_sessions_per_ip: 1_000,
             accept_backlog: 128,

@@ -14,8 +14,16 @@
 //! after 49 days, as KCP expects). After driving a session the task asks
 //! `Kcp::check` when the session next has work and files the session in a
 //! [`DelayQueue`] at that time, or earlier for the layer's own deadlines
-//! (idle timeout, keep-alive, half-open expiry). An idle session is filed
-//! about ten seconds ahead (or at its keep-alive) and costs nothing between.
+//! (idle timeout, keep-alive, half-open expiry, end of linger). An idle
+//! session is filed about ten seconds ahead (or at its keep-alive) and costs
+//! nothing between.
+//!
+//! Linger: a session whose handles are gone and whose data is all
+//! acknowledged is closed for the application and the counters, but stays
+//! in the demultiplexing map (see [`SessionConfig::linger`]): the ACK of
+//! the peer's last segment may have been lost, and its retransmissions must
+//! still be answered. It sends no keep-alive and leaves at
+//! `linger_deadline`.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -54,6 +62,10 @@ pub(crate) const MAX_PASSES: usize = 4;
 
 /// How often a half-open session repeats its window probe.
 const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
+
+/// A lingering session leaves once nothing has arrived for four RTOs, but
+/// not sooner than this after the last datagram (or after it finished).
+const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
 
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
@@ -442,7 +454,9 @@ impl Endpoint {
         let from_ip = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
         // `sessions_active` counts the sessions of every socket of the
         // listener (they share the counters).
-        let active = self.counters.sessions_active.load(Relaxed) as usize;
+        // Lingering sessions count against the cap too.
+        let active = (self.counters.sessions_active.load(Relaxed)
+            + self.counters.sessions_lingering.load(Relaxed)) as usize;
         if active >= self.cfg.max_sessions || from_ip >= self.cfg.max_sessions_per_ip {
             Counters::add(&self.counters.dropped_over_limit, 1);
             tracing::trace!(peer = %from, conv, "dropped: session limit reached");
@@ -549,6 +563,7 @@ impl Endpoint {
             confirmed: false,
             dirty: false,
             input_pending: false,
+            lingering_since: None,
             stats: Default::default(),
             #[cfg(feature = "fec")]
             fec,
@@ -585,6 +600,12 @@ impl Endpoint {
             self.timers.try_remove(&k);
         }
         let c = &self.counters;
+        if sess.lingering_since.is_some() {
+            // Counted as closed, and its handles told, when it finished.
+            c.sessions_lingering.fetch_sub(1, Relaxed);
+            tracing::debug!(%peer, conv, ?ending, "linger ended");
+            return;
+        }
         Counters::add(&c.sessions_closed, 1);
         c.sessions_active.fetch_sub(1, Relaxed);
         match ending {
@@ -631,7 +652,11 @@ impl Endpoint {
         sess.dirty = false;
         sess.shared.wake_pending.store(false, SeqCst);
 
-        if now >= sess.last_recv + cfg.idle_timeout {
+        if let Some(since) = sess.lingering_since {
+            if now >= linger_deadline(sess, since, cfg) {
+                return Some((None, Ending::Finished));
+            }
+        } else if now >= sess.last_recv + cfg.idle_timeout {
             let msg = format!(
                 "no datagram from the peer for {:?} (idle timeout)",
                 cfg.idle_timeout
@@ -667,7 +692,8 @@ impl Endpoint {
                 Err(TrySendError::Closed(_)) => return Some((None, Ending::Other)),
             }
         }
-        if let Some(k) = keep_alive(cfg, sess.role) {
+        let lingering = sess.lingering_since.is_some();
+        if let Some(k) = keep_alive(cfg, sess.role).filter(|_| !lingering) {
             if now >= next_probe(sess, k, cfg) {
                 sess.kcp.ask_window();
                 sess.last_probe = now;
@@ -733,9 +759,14 @@ impl Endpoint {
                 w.wake();
             }
         }
-        if sess.finished() {
-            return Some((None, Ending::Finished));
+        if !lingering && sess.finished() {
+            // A session that heard nothing has nothing to acknowledge.
+            if cfg.linger.is_zero() || !sess.confirmed {
+                return Some((None, Ending::Finished));
+            }
+            begin_linger(sess, now, &self.counters);
         }
+        let lingering = sess.lingering_since.is_some();
         sess.publish_stats();
 
         // File the next deadline. With nothing pending, `check` names a
@@ -745,7 +776,10 @@ impl Endpoint {
         // which spares an idle listener one wake-up per session every 10 s.
         let wait = sess.kcp.check(now_ms).wrapping_sub(now_ms);
         let wait = if wait > i32::MAX as u32 { 0 } else { wait };
-        let mut at = sess.last_recv + cfg.idle_timeout;
+        let mut at = match sess.lingering_since {
+            Some(since) => linger_deadline(sess, since, cfg),
+            None => sess.last_recv + cfg.idle_timeout,
+        };
         if wait < IDLE_CHECK {
             at = at.min(now + Duration::from_millis(wait as u64));
         }
@@ -753,7 +787,7 @@ impl Endpoint {
             at = at.min(sess.created + cfg.half_open_timeout);
             at = at.min(sess.last_probe + HALF_OPEN_PROBE);
         }
-        if let Some(k) = keep_alive(cfg, sess.role) {
+        if let Some(k) = keep_alive(cfg, sess.role).filter(|_| !lingering) {
             at = at.min(next_probe(sess, k, cfg));
         }
         #[cfg(feature = "fec")]
@@ -769,6 +803,32 @@ impl Endpoint {
         sess.deadline = Some(at);
         None
     }
+}
+
+/// A finished session stays in the demultiplexing map, acknowledging what
+/// the peer retransmits (the ACK of its last segment may have been lost),
+/// until [`linger_deadline`]. For the application and the counters it is
+/// closed now.
+fn begin_linger(sess: &mut Session, now: Instant, counters: &Counters) {
+    sess.lingering_since = Some(now);
+    let (peer, conv) = (sess.shared.peer, sess.shared.conv);
+    sess.shared.close(CloseReason::new(
+        io::ErrorKind::ConnectionAborted,
+        "session closed",
+    ));
+    Counters::add(&counters.sessions_lingering, 1);
+    Counters::add(&counters.sessions_closed, 1);
+    counters.sessions_active.fetch_sub(1, Relaxed);
+    tracing::debug!(%peer, conv, "session closed, lingering");
+}
+
+/// When a lingering session leaves: once nothing has arrived for four RTOs
+/// (at least [`LINGER_QUIET_MIN`]), so that a retransmission answered by a
+/// lost ACK is answered again, and at the latest
+/// [`SessionConfig::linger`] after it finished.
+fn linger_deadline(sess: &Session, since: Instant, cfg: &SessionConfig) -> Instant {
+    let quiet = Duration::from_millis(4 * u64::from(sess.kcp.rto())).max(LINGER_QUIET_MIN);
+    (since.max(sess.last_recv) + quiet).min(since + cfg.linger)
 }
 
 /// After how much silence a session probes its peer. The connecting side

@@ -37,7 +37,9 @@
 //! hands it to `accept` once the peer has answered a window probe.
 //!
 //! **Ending.** KCP has no FIN; see [`KcpStream`'s docs](KcpStream#how-a-session-ends).
-//! A vanished peer is noticed within [`SessionConfig::idle_timeout`].
+//! A vanished peer is noticed within [`SessionConfig::idle_timeout`]. A
+//! finished session lingers, like TCP's TIME_WAIT but for at most
+//! [`SessionConfig::linger`], acknowledging what the peer retransmits.
 //!
 //! **Observability.** `tracing` events at `debug` on session open and
 //! close (with the reason), at `trace` for each dropped datagram; counters

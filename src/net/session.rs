@@ -196,6 +196,9 @@ pub(crate) struct Session {
     pub dirty: bool,
     /// Datagrams arrived since the last flush.
     pub input_pending: bool,
+    /// When the session finished and began to linger (see
+    /// `SessionConfig::linger`): it only acknowledges from then on.
+    pub lingering_since: Option<Instant>,
     pub stats: SessionStats,
     /// FEC encoder and decoder, when configured.
     #[cfg(feature = "fec")]

@@ -71,14 +71,19 @@ pub struct ListenerStats {
     pub sessions_opened: u64,
     /// Sessions handed to `accept`.
     pub sessions_accepted: u64,
-    /// Sessions closed, for any reason.
+    /// Sessions closed, for any reason (a lingering session counts as
+    /// closed from the moment it finished).
     pub sessions_closed: u64,
     /// Half-open sessions that expired before the peer answered.
     pub half_open_expired: u64,
     /// Sessions closed because the link died or the peer went quiet.
     pub timed_out: u64,
-    /// Sessions open now.
+    /// Sessions open now (lingering ones not included).
     pub sessions_active: u64,
+    /// Sessions finished but still acknowledging the peer's
+    /// retransmissions (see [`SessionConfig::linger`](super::SessionConfig::linger)).
+    /// They count against the session limits.
+    pub sessions_lingering: u64,
     /// FEC: KCP datagrams rebuilt from parity, over all sessions.
     pub fec_recovered: u64,
     /// FEC: parity packets sent, over all sessions.
@@ -105,6 +110,7 @@ pub(crate) struct Counters {
     pub half_open_expired: AtomicU64,
     pub timed_out: AtomicU64,
     pub sessions_active: AtomicU64,
+    pub sessions_lingering: AtomicU64,
     pub fec_recovered: AtomicU64,
     pub fec_parity_sent: AtomicU64,
     pub fec_parity_received: AtomicU64,
@@ -130,6 +136,7 @@ impl Counters {
             half_open_expired: self.half_open_expired.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
+            sessions_lingering: self.sessions_lingering.load(Relaxed),
             fec_recovered: self.fec_recovered.load(Relaxed),
             fec_parity_sent: self.fec_parity_sent.load(Relaxed),
             fec_parity_received: self.fec_parity_received.load(Relaxed),

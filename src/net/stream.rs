@@ -48,8 +48,10 @@ const WRITE_CHUNK: usize = 64 * 1024;
 ///   written is acknowledged, then refuses further writes. The peer sees
 ///   nothing: its reads go on waiting.
 /// - Dropping the stream (both halves) keeps the session until what was
-///   written is acknowledged (or the link is found dead), then removes it.
-///   The peer sees nothing either.
+///   written is acknowledged (or the link is found dead). It then lingers
+///   for a short while ([`SessionConfig::linger`]), acknowledging the
+///   peer's retransmissions in case the ACK of its last segment was lost,
+///   and is removed. The peer sees nothing either.
 /// - A peer that is gone (crashed, dropped its session, unplugged) is
 ///   noticed after [`SessionConfig::idle_timeout`] without a datagram from
 ///   it: reads and writes then fail with [`io::ErrorKind::TimedOut`]. A
