@@ -11,7 +11,10 @@
 //!   receives, loss, reordering, replayed, truncated and mutated datagrams,
 //!   clock jumps), then an honest link until everything sent is delivered;
 //! - [`fec`]: the FEC decoder on genuine, lost, replayed, mutated and
-//!   arbitrary packets, then a fresh group that must be recovered.
+//!   arbitrary packets, then a fresh group that must be recovered;
+//! - [`demux`]: datagrams over loopback into the tokio layer's real
+//!   listeners (plain and FEC), which must stay alive, within their session
+//!   limits, and accept only sessions that answered a probe.
 //!
 //! [`duo`] holds what the two session harnesses share: the pair, an honest
 //! FIFO wire, a ledger of what each side genuinely sent (to tell harmless
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod demux;
 pub mod duo;
 pub mod fec;
 pub mod input;

@@ -50,3 +50,13 @@ fn fec_decode_seeds_pass() {
         kcp_rs_fuzz::fec::run(&scenario);
     }
 }
+
+#[test]
+fn listener_demux_seeds_pass() {
+    for s in seeds("listener_demux") {
+        // As libfuzzer-sys decodes it.
+        let input = kcp_rs_fuzz::demux::DemuxInput::arbitrary_take_rest(Unstructured::new(&s))
+            .expect("seed decodes");
+        kcp_rs_fuzz::demux::run(&input);
+    }
+}
