@@ -467,8 +467,9 @@ async fn half_open_sessions_buffer_no_more_than_the_kcp_window() {
 }
 
 /// A source that never answers gets a bounded number of datagrams back for
-/// the one datagram that opened a half-open session (its ACK and the window
-/// probes until `half_open_timeout`): the listener's reflection factor.
+/// the one datagram that opened a half-open session (its ACK with the first
+/// window probe, then the probe repeated 200, 400, 800 ms … apart until
+/// `half_open_timeout`): the listener's reflection factor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_towards_a_silent_source_is_bounded() {
     let _g = SERIAL.lock().await;
@@ -481,10 +482,12 @@ async fn reflection_towards_a_silent_source_is_bounded() {
     timeout(Duration::from_secs(20), async {
         let victim = UdpSocket::bind("127.0.0.12:0").await.unwrap();
         let first = header(7, CMD_PUSH, 0, 0, 0, 0);
+        let sent = Instant::now();
         victim.send_to(&first, addr).await.unwrap();
         let (mut n, mut bytes) = (0u64, 0u64);
+        let mut arrivals = Vec::new();
         let mut buf = [0u8; 2048];
-        let until = Instant::now() + cfg.half_open_timeout + Duration::from_millis(1500);
+        let until = sent + cfg.half_open_timeout + Duration::from_millis(1500);
         while let Ok(Ok((len, _))) = timeout(
             until.saturating_duration_since(Instant::now()),
             victim.recv_from(&mut buf),
@@ -493,21 +496,40 @@ async fn reflection_towards_a_silent_source_is_bounded() {
         {
             n += 1;
             bytes += len as u64;
+            arrivals.push(sent.elapsed().as_millis());
         }
         let st = listener.stats();
         eprintln!(
             "one {}-byte first flight from a silent source: {n} datagrams, {bytes} bytes back \
-             within half_open_timeout {:?} (payload amplification {:.1}x); {st:?}",
+             within half_open_timeout {:?} (payload amplification {:.1}x), at {arrivals:?} ms; \
+             {st:?}",
             first.len(),
             cfg.half_open_timeout,
             bytes as f64 / first.len() as f64
         );
         assert_eq!(st.half_open_expired, 1, "{st:?}");
         assert_eq!(st.sessions_active, 0, "{st:?}");
-        // An ACK plus one probe per 200 ms, nothing after expiry.
-        let most = 2 + cfg.half_open_timeout.as_millis() as u64 / 200;
+        // The ACK with the first probe, then repeats at 200, 600, 1400 ms
+        // (the wait doubling each time), nothing after expiry: 4 datagrams
+        // for a 2 s timeout, where a fixed 200 ms interval sent 10.
+        let (mut most, mut at, mut gap) = (1u64, 200u128, 200u128);
+        while at < cfg.half_open_timeout.as_millis() {
+            most += 1;
+            gap *= 2;
+            at += gap;
+        }
+        assert_eq!(most, 4);
         assert!(n >= 1, "the first flight was not even acknowledged");
-        assert!(n <= most, "{n} datagrams back, more than {most}");
+        assert!(
+            n <= most,
+            "{n} datagrams back, more than {most}: {arrivals:?} ms"
+        );
+        // An ACK and a WASK, then a WASK per repeat.
+        let most_bytes = 2 * OVERHEAD as u64 + (most - 1) * OVERHEAD as u64;
+        assert!(
+            bytes <= most_bytes,
+            "{bytes} bytes back, more than {most_bytes}"
+        );
     })
     .await
     .expect("reflection test did not finish in time");

@@ -60,7 +60,10 @@ pub(crate) const TIMER_BATCH: usize = 256;
 /// Passes per wake-up before yielding to the runtime.
 pub(crate) const MAX_PASSES: usize = 4;
 
-/// How often a half-open session repeats its window probe.
+/// How long a half-open session waits for an answer to its first window
+/// probe before repeating it; the wait doubles after each repeat (200, 400,
+/// 800 ms …), so a silent source draws only a handful of probes before
+/// `half_open_timeout`.
 const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 
 /// A lingering session leaves once nothing has arrived for four RTOs, but
@@ -563,6 +566,7 @@ impl Endpoint {
             confirmed: false,
             dirty: false,
             input_pending: false,
+            half_open_probes: 0,
             lingering_since: None,
             stats: Default::default(),
             #[cfg(feature = "fec")]
@@ -671,10 +675,12 @@ impl Endpoint {
             if now >= sess.created + cfg.half_open_timeout {
                 return Some((None, Ending::HalfOpen));
             }
-            // The probe or its answer may be lost: ask again until answered.
-            if now >= sess.last_probe + HALF_OPEN_PROBE {
+            // The probe or its answer may be lost: ask again, less and
+            // less often, until answered.
+            if now >= next_half_open_probe(sess) {
                 sess.kcp.ask_window();
                 sess.last_probe = now;
+                sess.half_open_probes = sess.half_open_probes.saturating_add(1);
                 force = true;
             }
         } else if let Some(stream) = sess.pending_stream.take() {
@@ -785,7 +791,7 @@ impl Endpoint {
         }
         if sess.role == Role::Server && !sess.confirmed {
             at = at.min(sess.created + cfg.half_open_timeout);
-            at = at.min(sess.last_probe + HALF_OPEN_PROBE);
+            at = at.min(next_half_open_probe(sess));
         }
         if let Some(k) = keep_alive(cfg, sess.role).filter(|_| !lingering) {
             at = at.min(next_probe(sess, k, cfg));
@@ -829,6 +835,12 @@ fn begin_linger(sess: &mut Session, now: Instant, counters: &Counters) {
 fn linger_deadline(sess: &Session, since: Instant, cfg: &SessionConfig) -> Instant {
     let quiet = Duration::from_millis(4 * u64::from(sess.kcp.rto())).max(LINGER_QUIET_MIN);
     (since.max(sess.last_recv) + quiet).min(since + cfg.linger)
+}
+
+/// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]
+/// after the first one, then twice as long after each repeat.
+fn next_half_open_probe(sess: &Session) -> Instant {
+    sess.last_probe + HALF_OPEN_PROBE * (1u32 << sess.half_open_probes.min(16))
 }
 
 /// After how much silence a session probes its peer. The connecting side

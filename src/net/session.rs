@@ -196,6 +196,9 @@ pub(crate) struct Session {
     pub dirty: bool,
     /// Datagrams arrived since the last flush.
     pub input_pending: bool,
+    /// Window probes repeated while half-open (the first one not counted):
+    /// each repeat doubles the wait for the next.
+    pub half_open_probes: u8,
     /// When the session finished and began to linger (see
     /// `SessionConfig::linger`): it only acknowledges from then on.
     pub lingering_since: Option<Instant>,
