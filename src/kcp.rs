@@ -1064,13 +1064,13 @@ mod tests {
             b.update(now);
             for d in core::mem::take(&mut a.output_mut().0) {
                 count += 1;
-                if count % drop_nth != 0 {
+                if !count.is_multiple_of(drop_nth) {
                     b.input(&d).unwrap();
                 }
             }
             for d in core::mem::take(&mut b.output_mut().0) {
                 count += 1;
-                if count % drop_nth != 0 {
+                if !count.is_multiple_of(drop_nth) {
                     a.input(&d).unwrap();
                 }
             }

@@ -435,7 +435,7 @@ async fn half_open_sessions_buffer_no_more_than_the_kcp_window() {
                 dgram[..OVERHEAD].copy_from_slice(&header(conv, CMD_PUSH, frg, sn, 0, mss));
                 src.send_to(&dgram, addr).await.unwrap();
                 sent += 1;
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     // Do not overrun the listener's socket buffer.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

@@ -211,7 +211,7 @@ pub fn run(
         if let Some(f) = ba.as_deref_mut() {
             f.pull(&mut p.a);
         }
-        if ab.done() && ba.as_deref().map_or(true, |f| f.done()) {
+        if ab.done() && ba.as_deref().is_none_or(|f| f.done()) {
             break;
         }
         assert!(
