@@ -115,6 +115,11 @@ impl KcpConfig {
         self.max_fragments() * self.mss()
     }
 
+    /// Whether a segment sent `xmit` times may still be fast-resent.
+    pub fn fast_resend_allowed(&self, xmit: u32) -> bool {
+        xmit <= self.fast_limit || self.fast_limit == 0
+    }
+
     /// The effective minimum RTO.
     pub fn effective_min_rto(&self) -> u32 {
         self.min_rto

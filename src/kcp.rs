@@ -463,7 +463,7 @@ impl<O: KcpOutput> Kcp<O> {
             if !seg.live {
                 continue;
             }
-            if seg.fastack >= resent && self.fast_resend_allowed(seg.xmit) {
+            if seg.fastack >= resent && self.cfg.fast_resend_allowed(seg.xmit) {
                 return tick.get();
             }
             earliest(seg.resendts);
@@ -591,9 +591,7 @@ impl<O: KcpOutput> Kcp<O> {
                 seg.rto = seg.rto.saturating_add(step).min(RTO_BACKOFF_MAX);
                 seg.resendts = current + seg.rto;
                 lost = true;
-            } else if seg.fastack >= resent
-                && (seg.xmit <= self.cfg.fast_limit || self.cfg.fast_limit == 0)
-            {
+            } else if seg.fastack >= resent && self.cfg.fast_resend_allowed(seg.xmit) {
                 needsend = true;
                 seg.xmit += 1;
                 seg.fastack = 0;
@@ -988,10 +986,6 @@ impl<O: KcpOutput> Kcp<O> {
         } else {
             u32::MAX
         }
-    }
-
-    fn fast_resend_allowed(&self, xmit: u32) -> bool {
-        xmit <= self.cfg.fast_limit || self.cfg.fast_limit == 0
     }
 }
 
