@@ -52,7 +52,11 @@ impl Outbox {
 pub(crate) struct SendReport {
     pub sent: u64,
     pub dropped: u64,
-    /// A send reported ECONNREFUSED (an ICMP port unreachable came back).
+    /// A send on a connected socket reported ECONNREFUSED: an ICMP port
+    /// unreachable came back from the peer. Never set on an unconnected
+    /// (listener) socket: there the error, where the OS reports it at all
+    /// (Linux only with `IP_RECVERR`, which we do not set), is left over
+    /// from whichever destination drew the ICMP, not from this send's.
     pub refused: bool,
     /// System calls made.
     pub syscalls: u64,
@@ -269,7 +273,8 @@ impl UdpIo {
                 Ok(()) => report.sent += n as u64,
                 Err(e) => {
                     report.dropped += n as u64;
-                    report.refused |= e.kind() == io::ErrorKind::ConnectionRefused;
+                    report.refused |=
+                        self.connected && e.kind() == io::ErrorKind::ConnectionRefused;
                     if e.kind() == io::ErrorKind::WouldBlock {
                         // The buffer is full: the rest would fail as well.
                         report.dropped += (out.lens.len() - i) as u64;
@@ -386,5 +391,54 @@ mod tests {
             [Ok(b"aaaa"), Ok(b"bbbb"), Ok(b"cc"), Ok(b""), Err(6)];
         assert_eq!(got, want);
         assert_eq!(b.count(), 5);
+    }
+
+    /// Where an unconnected socket reports ICMP errors (here: Linux with
+    /// `IP_RECVERR` switched on for the test), a port unreachable from one
+    /// destination fails the next send to any other. That send's datagram
+    /// is lost (KCP retransmits it), but its peer must not be told its
+    /// port is closed.
+    #[cfg(all(feature = "batch-io", target_os = "linux"))]
+    #[tokio::test]
+    async fn a_listener_blames_no_peer_for_another_ones_closed_port() {
+        let cfg = SessionConfig::default();
+        let io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        io.ready().await.unwrap();
+        io.state
+            .enable_transport_errors((&io.socket).into())
+            .unwrap();
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(); // the socket is dropped: the port is closed
+        let live = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let live = live.local_addr().unwrap();
+        let out = Outbox {
+            buf: vec![1; 24],
+            lens: vec![24],
+        };
+        let mut failed = None;
+        for _ in 0..200 {
+            io.send(closed, &out);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let r = io.send(live, &out);
+            if r.dropped > 0 {
+                failed = Some(r);
+                break;
+            }
+        }
+        let r = failed.expect("no ICMP error surfaced on the socket");
+        assert!(!r.refused, "{r:?}");
+        // It was a port unreachable (only `closed` draws one; the error
+        // names the ICMP's sender, not the port).
+        let e = io
+            .state
+            .recv_transport_error((&io.socket).into())
+            .unwrap()
+            .expect("an ICMP error queued");
+        assert_eq!(
+            io::Error::from_raw_os_error(e.raw_errno).kind(),
+            io::ErrorKind::ConnectionRefused
+        );
     }
 }
