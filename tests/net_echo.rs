@@ -1,5 +1,6 @@
 //! Echo over real loopback sockets: one client, many concurrent clients with
 //! hashed bulk data, message mode.
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 

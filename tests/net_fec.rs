@@ -1,7 +1,7 @@
 //! The session layer with FEC (`SessionConfig::fec`): echoes through a
 //! seeded lossy relay arrive whole, once and in order, with losses rebuilt
 //! from parity; a FEC end and a plain end do not talk.
-#![cfg(feature = "fec")]
+#![cfg(all(feature = "tokio", feature = "fec"))]
 
 use std::io::ErrorKind;
 use std::time::Duration;

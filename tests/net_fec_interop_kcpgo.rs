@@ -6,7 +6,7 @@
 //! its echo) is built by `scripts/build-go-peer.sh`; a missing Go toolchain
 //! or kcp-go fails these tests. Every wait is bounded; the Go process dies
 //! with the test (stdin EOF, its own timeout, or `kill` on drop).
-#![cfg(feature = "fec")]
+#![cfg(all(feature = "tokio", feature = "fec"))]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

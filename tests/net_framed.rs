@@ -1,5 +1,6 @@
 //! `Framed<KcpStream, LengthDelimitedCodec>` round trips: framing belongs to
 //! codecs, and a stream that is `AsyncRead + AsyncWrite` gets it for free.
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 //!
 //! Goal: under 512 MiB of resident memory and under 1% of a core for a
 //! listener holding 10 000 sessions that exchanged data and went idle.
+#![cfg(feature = "tokio")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -1,6 +1,7 @@
 //! No leaks: after 1 000 connect / exchange / close cycles every session is
 //! gone on both sides: the listener counts none active, and the clients'
 //! sockets (and their tasks) are closed.
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 

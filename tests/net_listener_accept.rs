@@ -1,5 +1,6 @@
 //! Accepting sessions: the plain core as a client, limits, garbage, half-open
 //! expiry, the `incoming` stream.
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 

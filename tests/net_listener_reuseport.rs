@@ -1,5 +1,6 @@
 //! `KcpListener::bind_reuseport`: several sockets on one address, one
 //! accept queue, summed stats.
+#![cfg(feature = "tokio")]
 
 use std::io::ErrorKind;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Through a seeded lossy relay on loopback: every byte arrives once, in
 //! order, at 10% and 30% loss (with jitter, reordering and duplicates).
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! How sessions end: shutdown semantics, a vanished peer, a refused port,
 //! dropped streams and runtimes.
+#![cfg(feature = "tokio")]
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 //! ```
 //! `KCP_BULK_MB` sets the megabytes per run (default 256).
 //! The numbers are recorded in `docs/net_performance.md`.
+#![cfg(feature = "tokio")]
 
 use std::time::{Duration, Instant};
 

@@ -7,6 +7,7 @@
 //!
 //! Sources are plain UDP sockets on several loopback addresses (Linux routes
 //! all of 127.0.0.0/8 to `lo`), so one test can play many hosts.
+#![cfg(feature = "tokio")]
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

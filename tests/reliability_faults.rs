@@ -5,6 +5,7 @@
 //! documented bound (`idle_timeout`, or `dead_link` retransmissions), never
 //! a panic, a hang or a leak: every test ends with the listener's
 //! `sessions_active` back at zero.
+#![cfg(feature = "tokio")]
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@
 //! ```text
 //! KCP_SOAK_BYTES=1073741824 cargo test --release --test reliability_soak -- --nocapture
 //! ```
+#![cfg(feature = "tokio")]
 
 use std::time::{Duration, Instant};
 

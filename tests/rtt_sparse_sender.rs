@@ -8,6 +8,7 @@
 //! ACK that beats the RTO is measured against the send time (RTT 0), the RTO
 //! collapses to its floor and every sparse message is retransmitted once for
 //! nothing. kcp-go reads the clock inside `Input` for the same reason.
+#![cfg(feature = "tokio")]
 
 use std::time::Duration;
 
