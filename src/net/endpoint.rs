@@ -8,7 +8,10 @@
 //! [`MAX_PASSES`] passes, then it yields, so one busy socket cannot starve
 //! the runtime. Sessions touched during a pass (by a datagram, a handle or a
 //! timer) are driven once at the end of it, so a burst of datagrams for one
-//! session is answered with one flush (one batch of ACKs).
+//! session is answered with one flush (one batch of ACKs). When that data
+//! goes to a reader that was waiting for it, the ACKs are held until the
+//! reader has had its turn (see `Endpoint::drive`), so that a reply written
+//! at once carries them: a request/response costs one datagram each way.
 //!
 //! Time: a `u32` millisecond clock counted from the task's start (wrapping
 //! after 49 days, as KCP expects). After driving a session the task asks
@@ -69,6 +72,12 @@ const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 /// A lingering session leaves once nothing has arrived for four RTOs, but
 /// not sooner than this after the last datagram (or after it finished).
 const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
+
+/// How long ACKs held for a reader's reply wait at most (see
+/// `Endpoint::drive`), for a reader that neither answers nor reads again.
+/// The timer wheel's resolution is a millisecond, so they may wait up to
+/// two.
+const ACK_HOLD_MAX: Duration = Duration::from_millis(1);
 
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
@@ -566,6 +575,7 @@ impl Endpoint {
             confirmed: false,
             dirty: false,
             input_pending: false,
+            ack_deferred: false,
             half_open_probes: 0,
             lingering_since: None,
             stats: Default::default(),
@@ -718,14 +728,38 @@ impl Endpoint {
         // that may never exist would let spoofed first flights make each
         // half-open session hold `recv_queue_limit` (in message mode, that
         // many messages of up to `max_message`) besides.
-        if sess.role == Role::Client || sess.confirmed {
-            pump_reads(sess, &mut self.scratch);
+        //
+        // With `ack_nodelay`, the ACKs of what arrived leave now, unless
+        // this drive hands data to a reader that was waiting for it: then
+        // they are held until the reader has had its turn, so that a reply
+        // written at once leaves in the same datagram (one datagram each
+        // way per request/response instead of two). The turn ends when the
+        // application writes (its data takes the ACKs along), when the
+        // reader finds its queue empty again (it did not answer: the stream
+        // wakes the task, which sends the ACKs alone), or after
+        // `ACK_HOLD_MAX` (an application busy elsewhere). The flag is set
+        // before the data is handed over, so the reader cannot miss it.
+        let acks_due = sess.input_pending && cfg.ack_nodelay;
+        let was_held = std::mem::take(&mut sess.ack_deferred);
+        // Data written already leaves now and takes the ACKs along.
+        let flush_now = force || (wrote && cfg.flush_on_write);
+        let may_hold = acks_due && !was_held && !flush_now;
+        if may_hold {
+            sess.shared.ack_held.store(true, SeqCst);
         }
-
-        force |= sess.input_pending && cfg.ack_nodelay;
+        let delivered =
+            (sess.role == Role::Client || sess.confirmed) && pump_reads(sess, &mut self.scratch);
+        if may_hold && delivered {
+            sess.ack_deferred = true;
+        } else if may_hold || was_held {
+            sess.shared.ack_held.store(false, SeqCst);
+        }
+        force |= was_held || (acks_due && !sess.ack_deferred);
         force |= wrote && cfg.flush_on_write;
         force |= sess.shared.flush_requested.swap(false, SeqCst);
-        sess.input_pending = false;
+        if !sess.ack_deferred {
+            sess.input_pending = false;
+        }
         std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
         sess.kcp.update(now_ms);
         if force {
@@ -788,6 +822,9 @@ impl Endpoint {
         };
         if wait < IDLE_CHECK {
             at = at.min(now + Duration::from_millis(wait as u64));
+        }
+        if sess.ack_deferred {
+            at = at.min(now + ACK_HOLD_MAX);
         }
         if sess.role == Role::Server && !sess.confirmed {
             at = at.min(sess.created + cfg.half_open_timeout);
@@ -977,9 +1014,12 @@ fn pump_writes(sess: &mut Session) -> Result<bool, ()> {
 
 /// Hands what KCP has received in order to the reader while its queue has
 /// room; when it is full, stops (KCP's window closes) and asks to be woken.
-/// With the reader gone, the data is discarded.
-fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) {
+/// With the reader gone, the data is discarded. Returns whether a reader
+/// whose queue was empty (one likely waiting) was handed data.
+fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) -> bool {
     let stream = sess.shared.stream_mode;
+    let was_waiting = sess.in_tx.capacity() == sess.in_tx.max_capacity();
+    let mut delivered = false;
     while let Ok(size) = sess.kcp.peek_size() {
         let permit = match sess.in_tx.try_reserve() {
             Ok(p) => Some(p),
@@ -1004,9 +1044,11 @@ fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) {
         if let Some(p) = permit {
             if n > 0 || !stream {
                 p.send(Bytes::copy_from_slice(&scratch[..n]));
+                delivered = true;
             }
         }
     }
+    delivered && was_waiting
 }
 
 #[cfg(test)]

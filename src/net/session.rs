@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub writer_alive: AtomicBool,
     pub write_shutdown: AtomicBool,
     pub flush_requested: AtomicBool,
+    /// The task holds ACKs back until the reader has had its turn: a reader
+    /// that finds its queue empty clears this and wakes the task.
+    pub ack_held: AtomicBool,
     state: Mutex<SharedState>,
 }
 
@@ -131,6 +134,7 @@ impl Shared {
             writer_alive: AtomicBool::new(true),
             write_shutdown: AtomicBool::new(false),
             flush_requested: AtomicBool::new(false),
+            ack_held: AtomicBool::new(false),
             state: Mutex::new(SharedState::default()),
         }
     }
@@ -196,6 +200,9 @@ pub(crate) struct Session {
     pub dirty: bool,
     /// Datagrams arrived since the last flush.
     pub input_pending: bool,
+    /// ACKs are held back to give the reader a chance to answer first (see
+    /// `Endpoint::drive`); the next drive flushes them, whatever happens.
+    pub ack_deferred: bool,
     /// Window probes repeated while half-open (the first one not counted):
     /// each repeat doubles the wait for the next.
     pub half_open_probes: u8,

@@ -5,7 +5,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -451,16 +451,29 @@ impl ReadState {
         }
     }
 
+    /// The reader found its queue empty: if the task holds ACKs back for
+    /// its answer, there is none coming; let them go.
+    fn on_empty(&self) {
+        let held = &self.h.shared.ack_held;
+        if held.load(Relaxed) && held.swap(false, SeqCst) {
+            self.h.wake();
+        }
+    }
+
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
         if let Some(b) = self.front.take() {
             return Poll::Ready(Ok(b));
         }
-        match ready!(self.rx.poll_recv(cx)) {
-            Some(b) => {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(b)) => {
                 self.after_recv();
                 Poll::Ready(Ok(b))
             }
-            None => Poll::Ready(Err(self.h.shared.close_error())),
+            Poll::Ready(None) => Poll::Ready(Err(self.h.shared.close_error())),
+            Poll::Pending => {
+                self.on_empty();
+                Poll::Pending
+            }
         }
     }
 
@@ -473,7 +486,10 @@ impl ReadState {
                 self.after_recv();
                 Ok(b)
             }
-            Err(mpsc::error::TryRecvError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                self.on_empty();
+                Err(io::ErrorKind::WouldBlock.into())
+            }
             Err(mpsc::error::TryRecvError::Disconnected) => Err(self.h.shared.close_error()),
         }
     }

@@ -1,0 +1,143 @@
+//! Request/response over loopback: with `ack_nodelay` and `flush_on_write`
+//! (the defaults) a reply written at once carries the ACK of the request, so
+//! a ping-pong round trip costs about two datagrams, not four (a bare ACK
+//! each way, then the data). Also: data nobody answers is still
+//! acknowledged at once.
+#![cfg(feature = "tokio")]
+
+use std::time::Duration;
+
+use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
+use kcp_rs::KcpConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, Instant};
+
+const ROUNDS: u64 = 300;
+
+fn stream_config() -> SessionConfig {
+    SessionConfig {
+        kcp: KcpConfig {
+            stream: true,
+            ..SessionConfig::default().kcp
+        },
+        ..SessionConfig::default()
+    }
+}
+
+/// Runs `ROUNDS` 64-byte round trips against an echo task and returns the
+/// datagrams the listener's socket saw (in + out) per round trip.
+async fn datagrams_per_round_trip(cfg: SessionConfig) -> f64 {
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+    c.write_all(&[0u8; 64]).await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let echo = tokio::spawn(async move {
+        let mut b = [0u8; 64];
+        s.read_exact(&mut b).await?;
+        loop {
+            s.write_all(&b).await?;
+            s.flush().await?;
+            s.read_exact(&mut b).await?;
+        }
+        #[allow(unreachable_code)]
+        std::io::Result::Ok(())
+    });
+    let mut back = [0u8; 64];
+    c.read_exact(&mut back).await.unwrap();
+    // Let the last ACKs of the set-up settle before counting.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = listener.stats();
+    let mut msg = [0u8; 64];
+    for i in 0..ROUNDS {
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        c.write_all(&msg).await.unwrap();
+        c.flush().await.unwrap();
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = listener.stats();
+    echo.abort();
+    let st = c.stats();
+    assert_eq!(st.kcp.retransmits, 0, "loopback lost nothing: {st:?}");
+    let n =
+        (after.datagrams_in - before.datagrams_in) + (after.datagrams_out - before.datagrams_out);
+    let per = n as f64 / ROUNDS as f64;
+    eprintln!("{per:.2} datagrams per round trip");
+    per
+}
+
+#[tokio::test]
+async fn a_reply_carries_the_ack_current_thread() {
+    for cfg in [SessionConfig::default(), stream_config()] {
+        // The client is a task too (the test's own future is polled only
+        // between batches of tasks on this runtime).
+        let per = timeout(
+            Duration::from_secs(20),
+            tokio::spawn(datagrams_per_round_trip(cfg)),
+        )
+        .await
+        .expect("ping-pong timed out")
+        .unwrap();
+        // Four without piggybacking: a bare ACK and the data, each way.
+        assert!(per <= 2.2, "{per:.2} datagrams per round trip");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_carries_the_ack_two_workers() {
+    for cfg in [SessionConfig::default(), stream_config()] {
+        // The client is a task too (the test's own future is polled only
+        // between batches of tasks on this runtime).
+        let per = timeout(
+            Duration::from_secs(20),
+            tokio::spawn(datagrams_per_round_trip(cfg)),
+        )
+        .await
+        .expect("ping-pong timed out")
+        .unwrap();
+        // Whichever worker runs which task, the reply carries the ACK.
+        assert!(per <= 2.5, "{per:.2} datagrams per round trip");
+    }
+}
+
+/// A message nobody answers (the reader is not even reading) is
+/// acknowledged without waiting for the `interval` tick or a
+/// retransmission.
+#[tokio::test]
+async fn unanswered_data_is_acknowledged_at_once() {
+    timeout(Duration::from_secs(20), async {
+        let cfg = SessionConfig {
+            kcp: KcpConfig {
+                interval: 100,
+                ..SessionConfig::default().kcp
+            },
+            ..SessionConfig::default()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+        c.write_all(b"first").await.unwrap();
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).await.unwrap();
+        for round in 0..20 {
+            let t = Instant::now();
+            c.write_all(b"one way").await.unwrap();
+            while c.send_queue_len() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The tick is 100 ms; an ACK left for it would take that long.
+            let waited = t.elapsed();
+            assert!(
+                waited < Duration::from_millis(60),
+                "round {round}: acknowledged after {waited:?}"
+            );
+        }
+        assert_eq!(c.stats().kcp.retransmits, 0);
+        drop(s);
+    })
+    .await
+    .expect("timed out");
+}
