@@ -151,6 +151,21 @@ impl<'a> Iterator for Segments<'a> {
     }
 }
 
+/// Splits the first segment off `datagram`: its header, its data and what
+/// follows, or `None` when the header is truncated or `len` runs past the
+/// end. Unlike [`Segments`] it does not check the command; it is meant for
+/// a datagram already checked whole.
+#[inline]
+pub(crate) fn split_segment(datagram: &[u8]) -> Option<(Header, &[u8], &[u8])> {
+    let h = Header::parse(datagram).ok()?;
+    let after = &datagram[OVERHEAD..];
+    if h.len as usize > after.len() {
+        return None;
+    }
+    let (body, rest) = after.split_at(h.len as usize);
+    Some((h, body, rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,13 +17,13 @@
 //!   loop neither spins nor wakes an idle session;
 //! - stream-mode [`Kcp::recv`] fills the whole buffer across segments.
 
-use crate::codec::{Header, Segments};
+use crate::codec::{split_segment, Header};
 use crate::config::KcpConfig;
 use crate::constants::*;
 use crate::error::{KcpError, KcpResult};
 use crate::sequence::{Seq, Timestamp};
 use crate::stats::KcpStats;
-use crate::storage::{AckList, FlushBuf, Pool, Ring};
+use crate::storage::{AckList, FlushBuf, RecvPool, Ring, SendPool};
 
 /// Where a session's datagrams go: a socket, a channel, a test link.
 ///
@@ -76,7 +76,7 @@ pub struct Kcp<O> {
     nsnd_que: u32,
     nsnd_buf: u32,
     snd: Ring,
-    snd_pool: Pool,
+    snd_pool: SendPool,
 
     // Receive side. Ring positions [rcv_nxt - nrcv_que, rcv_nxt) are the
     // in-order queue the application reads; [rcv_nxt, rcv_nxt + rcv_wnd)
@@ -88,7 +88,7 @@ pub struct Kcp<O> {
     rcv_queue_bytes: usize,
     rcv_head_off: usize,
     rcv: Ring,
-    rcv_pool: Pool,
+    rcv_pool: RecvPool,
 
     rmt_wnd: u32,
     cwnd: u32,
@@ -138,8 +138,10 @@ impl<O: KcpOutput> Kcp<O> {
         let rcv_slots = 2 * config.rcv_wnd as usize;
         let snd = Ring::with_capacity(snd_slots);
         let rcv = Ring::with_capacity(rcv_slots);
-        let snd_pool = Pool::new(mss as usize, snd.capacity());
-        let rcv_pool = Pool::new(mss as usize, rcv.capacity());
+        // A send block keeps a header's room before the payload, so that a
+        // segment that fills a datagram alone is output from its block.
+        let snd_pool = SendPool::new(OVERHEAD + mss as usize, snd.capacity());
+        let rcv_pool = RecvPool::new(mss as usize, rcv.capacity());
         let sn = Seq::new(config.initial_sn);
         Ok(Kcp {
             conv,
@@ -201,6 +203,15 @@ impl<O: KcpOutput> Kcp<O> {
             return Err(KcpError::DeadLink);
         }
         let mss = self.mss as usize;
+        // The common case, a message of one segment, without the division
+        // and the loop below.
+        if !self.cfg.stream && data.len() <= mss {
+            if self.snd_free_slots() == 0 {
+                return Err(KcpError::BufferFull);
+            }
+            self.queue_segment(data, 0);
+            return Ok(data.len());
+        }
         let mut taken = 0;
         if self.cfg.stream {
             taken = self.append_to_last(data);
@@ -243,7 +254,16 @@ impl<O: KcpOutput> Kcp<O> {
     /// - [`KcpError::WouldBlock`]: nothing complete to read yet;
     /// - [`KcpError::BufferTooSmall`]: the next message is larger than `buf`
     ///   (message mode; nothing is consumed; see [`peek_size`](Self::peek_size)).
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
+        if self.nrcv_que == 0 {
+            return Err(KcpError::WouldBlock);
+        }
+        self.recv_queued(buf)
+    }
+
+    /// [`recv`](Self::recv) once something is queued.
+    fn recv_queued(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
         let size = self.peek_size()?;
         let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
         let n = if self.cfg.stream {
@@ -336,11 +356,12 @@ impl<O: KcpOutput> Kcp<O> {
 
         let prev_una = self.snd_una;
         let mut latest: Option<(Seq, Timestamp)> = None;
-        for (h, body) in Segments::new(data).map_while(Result::ok) {
+        let mut rest = data;
+        while let Some((h, body, tail)) = split_segment(rest) {
+            rest = tail;
             self.stats.in_segments += 1;
             self.rmt_wnd = h.wnd as u32;
             self.parse_una(h.una);
-            self.shrink_buf();
             match h.cmd {
                 CMD_ACK => {
                     let rtt = self.current.diff(h.ts);
@@ -348,7 +369,6 @@ impl<O: KcpOutput> Kcp<O> {
                         self.update_rtt(rtt);
                     }
                     self.parse_ack(h.sn);
-                    self.shrink_buf();
                     // ikcp's conservative fast-ack rule: the newest ACK by
                     // sequence must also be the newest by send time.
                     latest = match latest {
@@ -505,7 +525,7 @@ impl<O: KcpOutput> Kcp<O> {
         for &(sn, ts) in self.acks.as_slice() {
             ctl.sn = Seq::new(sn);
             ctl.ts = Timestamp::new(ts);
-            out.push(&ctl, &[]);
+            out.push_header(&ctl);
         }
         out.stats.out_acks += self.acks.len() as u64;
         self.acks.clear();
@@ -533,23 +553,19 @@ impl<O: KcpOutput> Kcp<O> {
         // fields; we copy ikcp so the datagrams are identical byte for byte.
         if self.probe & ASK_SEND != 0 {
             ctl.cmd = CMD_WASK;
-            out.push(&ctl, &[]);
+            out.push_header(&ctl);
         }
         if self.probe & ASK_TELL != 0 {
             ctl.cmd = CMD_WINS;
-            out.push(&ctl, &[]);
+            out.push_header(&ctl);
         }
         self.probe = 0;
 
         // Move queued segments into flight as far as the window allows.
+        // (`queue_segment` left xmit and fastack at 0; the loop below sets
+        // the times of a segment never sent.)
         while self.nsnd_que > 0 && self.snd_nxt < self.snd_una + cwnd {
-            let seg = self.snd.at_mut(self.snd_nxt.get());
-            seg.sn = self.snd_nxt;
-            seg.ts = current;
-            seg.resendts = current;
-            seg.rto = self.rx_rto;
-            seg.fastack = 0;
-            seg.xmit = 0;
+            self.snd.at_mut(self.snd_nxt.get()).sn = self.snd_nxt;
             self.snd_nxt += 1;
             self.nsnd_que -= 1;
             self.nsnd_buf += 1;
@@ -605,8 +621,7 @@ impl<O: KcpOutput> Kcp<O> {
                 ctl.ts = current;
                 ctl.sn = seg.sn;
                 ctl.len = seg.len as u32;
-                let data = &self.snd_pool.block(seg.block)[..seg.len as usize];
-                out.push(&ctl, data);
+                out.push_block(&ctl, self.snd_pool.block_mut(seg.block));
                 out.stats.out_segments += 1;
                 if seg.xmit >= self.cfg.dead_link {
                     self.dead = true;
@@ -728,8 +743,15 @@ impl<O: KcpOutput> Kcp<O> {
         if data.len() < OVERHEAD {
             return Err(KcpError::InvalidPacket);
         }
-        for seg in Segments::new(data) {
-            let (h, body) = seg?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let Some((h, body, tail)) = split_segment(rest) else {
+                return Err(KcpError::InvalidPacket);
+            };
+            rest = tail;
+            if !h.has_known_cmd() {
+                return Err(KcpError::InvalidPacket);
+            }
             if h.conv != self.conv {
                 return Err(KcpError::ConvMismatch {
                     expected: self.conv,
@@ -764,7 +786,8 @@ impl<O: KcpOutput> Kcp<O> {
         }
         last.len += extend as u16;
         let block = last.block;
-        self.snd_pool.block_mut(block)[old..old + extend].copy_from_slice(&data[..extend]);
+        self.snd_pool.block_mut(block)[OVERHEAD + old..OVERHEAD + old + extend]
+            .copy_from_slice(&data[..extend]);
         extend
     }
 
@@ -774,20 +797,27 @@ impl<O: KcpOutput> Kcp<O> {
         for i in 0..count {
             let chunk = data.get(i * mss..).unwrap_or(&[]);
             let chunk = &chunk[..chunk.len().min(mss)];
-            let Some(block) = self.snd_pool.take() else {
-                unreachable!("send pool holds one block per ring slot");
-            };
-            self.snd_pool.block_mut(block)[..chunk.len()].copy_from_slice(chunk);
-            let pos = self.snd_nxt + self.nsnd_que;
-            *self.snd.at_mut(pos.get()) = crate::segment::Segment {
-                block,
-                len: chunk.len() as u16,
-                frg: if message { (count - i - 1) as u8 } else { 0 },
-                live: true,
-                ..Default::default()
-            };
-            self.nsnd_que += 1;
+            let frg = if message { (count - i - 1) as u8 } else { 0 };
+            self.queue_segment(chunk, frg);
         }
+    }
+
+    /// Queues one segment of at most `mss` bytes; a slot is free.
+    #[inline]
+    fn queue_segment(&mut self, chunk: &[u8], frg: u8) {
+        let Some(block) = self.snd_pool.take() else {
+            unreachable!("send pool holds one block per ring slot");
+        };
+        self.snd_pool.block_mut(block)[OVERHEAD..OVERHEAD + chunk.len()].copy_from_slice(chunk);
+        let pos = self.snd_nxt + self.nsnd_que;
+        *self.snd.at_mut(pos.get()) = crate::segment::Segment {
+            block,
+            len: chunk.len() as u16,
+            frg,
+            live: true,
+            ..Default::default()
+        };
+        self.nsnd_que += 1;
     }
 
     fn rcv_head(&self) -> Seq {
@@ -841,6 +871,9 @@ impl<O: KcpOutput> Kcp<O> {
     /// Moves segments that are now in order from the out-of-order buffer to
     /// the application's queue, while the window allows.
     fn move_to_queue(&mut self) {
+        if self.nrcv_buf == 0 {
+            return;
+        }
         while self.nrcv_que < self.cfg.rcv_wnd as u32 {
             let seg = self.rcv.at(self.rcv_nxt.get());
             if !seg.live || seg.sn != self.rcv_nxt {
@@ -914,9 +947,21 @@ impl<O: KcpOutput> Kcp<O> {
             return;
         }
         self.ack_segment(sn);
+        // Only freeing the oldest segment can move snd_una.
+        if sn == self.snd_una {
+            self.shrink_buf();
+        }
     }
 
+    // Between calls, snd_una is the oldest live segment in flight, or
+    // snd_nxt (`shrink_buf` runs after every ACK that could move it), so a
+    // `una` not past snd_una has nothing to do: ikcp's parse_una and
+    // shrink_buf in one, without their work in the common case.
+    #[inline]
     fn parse_una(&mut self, una: Seq) {
+        if una <= self.snd_una {
+            return;
+        }
         // Everything before `una` is acknowledged; a spoofed una beyond what
         // we sent acknowledges no more than we sent.
         let end = if una > self.snd_nxt {
@@ -927,6 +972,7 @@ impl<O: KcpOutput> Kcp<O> {
         for i in 0..end.distance_from(self.snd_una) {
             self.ack_segment(self.snd_una + i);
         }
+        self.shrink_buf();
     }
 
     /// snd_una := first unacknowledged segment in flight, or snd_nxt.
@@ -998,28 +1044,59 @@ struct Writer<'a, O: KcpOutput> {
 }
 
 impl<O: KcpOutput> Writer<'_, O> {
+    /// Appends a segment without data (ACK, WASK, WINS).
     #[inline]
-    fn push(&mut self, h: &Header, data: &[u8]) {
-        let need = OVERHEAD + data.len();
-        if self.len + need > self.buf.len() {
+    fn push_header(&mut self, h: &Header) {
+        if self.len + OVERHEAD > self.buf.len() {
             self.finish();
         }
         h.emit(&mut self.buf[self.len..]);
-        self.buf[self.len + OVERHEAD..self.len + need].copy_from_slice(data);
+        self.len += OVERHEAD;
+    }
+
+    /// Appends a PUSH whose `h.len` bytes of data sit in a send-pool
+    /// `block` after a header's room.
+    ///
+    /// A segment that starts a datagram and leaves no room for another
+    /// header after it (a full-size one, typically) would go out alone
+    /// anyway: its header is written into the block's room and the block is
+    /// output as it is, without the copy into the datagram buffer. The
+    /// datagrams are the same either way.
+    #[inline]
+    fn push_block(&mut self, h: &Header, block: &mut [u8]) {
+        let need = OVERHEAD + h.len as usize;
+        if self.len + need > self.buf.len() {
+            self.finish();
+        }
+        if self.len == 0 && need + OVERHEAD > self.buf.len() {
+            h.emit(block);
+            self.send(&block[..need]);
+            return;
+        }
+        h.emit(&mut self.buf[self.len..]);
+        self.buf[self.len + OVERHEAD..self.len + need].copy_from_slice(&block[OVERHEAD..need]);
         self.len += need;
     }
 
+    /// Outputs the datagram assembled so far, if any.
     fn finish(&mut self) {
         if self.len == 0 {
             return;
         }
-        let dgram = &self.buf[..self.len];
-        self.stats.out_datagrams += 1;
-        self.stats.out_bytes += dgram.len() as u64;
-        if self.output.output(dgram).is_err() {
-            self.stats.output_errors += 1;
+        let len = core::mem::take(&mut self.len);
+        Self::send_to(self.output, self.stats, &self.buf[..len]);
+    }
+
+    fn send(&mut self, dgram: &[u8]) {
+        Self::send_to(self.output, self.stats, dgram);
+    }
+
+    fn send_to(output: &mut O, stats: &mut KcpStats, dgram: &[u8]) {
+        stats.out_datagrams += 1;
+        stats.out_bytes += dgram.len() as u64;
+        if output.output(dgram).is_err() {
+            stats.output_errors += 1;
         }
-        self.len = 0;
     }
 }
 

@@ -98,7 +98,7 @@ impl AckList {
     }
 }
 
-pub(crate) use imp::{FlushBuf, Pool};
+pub(crate) use imp::{FlushBuf, RecvPool, SendPool};
 
 #[cfg(feature = "alloc")]
 mod imp {
@@ -107,6 +107,10 @@ mod imp {
 
     pub type Slots = Box<[Segment]>;
     pub type Acks = Box<[(u32, u32)]>;
+    /// Send blocks are `mtu` bytes (header room, then the payload); receive
+    /// blocks `mss`. Both sizes are runtime values here.
+    pub type SendPool = Pool;
+    pub type RecvPool = Pool;
 
     pub fn slots(n: usize) -> Slots {
         vec![Segment::default(); n].into_boxed_slice()
@@ -217,6 +221,9 @@ mod imp {
 
     pub type Slots = [Segment; SLOTS_MAX];
     pub type Acks = [(u32, u32); ACK_SLOTS];
+    /// Send blocks hold a header's room before the payload.
+    pub type SendPool = Pool<MTU_MAX>;
+    pub type RecvPool = Pool<MSS_MAX>;
 
     pub fn slots(n: usize) -> Slots {
         // The ring uses the first `n` slots; asking for more than the
@@ -245,23 +252,23 @@ mod imp {
         }
     }
 
-    /// Payload blocks of `MSS_MAX` bytes; block `i` belongs to whoever took
-    /// it from the free list.
-    pub struct Pool {
-        bytes: [u8; SLOTS_MAX * MSS_MAX],
+    /// `SLOTS_MAX` payload blocks of `BLOCK` bytes; block `i` belongs to
+    /// whoever took it from the free list.
+    pub struct Pool<const BLOCK: usize> {
+        blocks: [[u8; BLOCK]; SLOTS_MAX],
         free: [u16; SLOTS_MAX],
         nfree: usize,
     }
 
-    impl Pool {
-        pub fn new(_block: usize, max: u32) -> Pool {
+    impl<const BLOCK: usize> Pool<BLOCK> {
+        pub fn new(_block: usize, max: u32) -> Self {
             let max = (max as usize).min(SLOTS_MAX);
             let mut free = [0u16; SLOTS_MAX];
             for (i, f) in free.iter_mut().enumerate().take(max) {
                 *f = (max - 1 - i) as u16;
             }
             Pool {
-                bytes: [0; SLOTS_MAX * MSS_MAX],
+                blocks: [[0; BLOCK]; SLOTS_MAX],
                 free,
                 nfree: max,
             }
@@ -284,14 +291,12 @@ mod imp {
 
         #[inline]
         pub fn block(&self, id: u32) -> &[u8] {
-            let start = id as usize * MSS_MAX;
-            &self.bytes[start..start + MSS_MAX]
+            &self.blocks[id as usize]
         }
 
         #[inline]
         pub fn block_mut(&mut self, id: u32) -> &mut [u8] {
-            let start = id as usize * MSS_MAX;
-            &mut self.bytes[start..start + MSS_MAX]
+            &mut self.blocks[id as usize]
         }
 
         pub fn footprint(&self) -> usize {
@@ -321,7 +326,7 @@ mod tests {
 
     #[test]
     fn pool_recycles_blocks_and_respects_its_maximum() {
-        let mut p = Pool::new(16, 3);
+        let mut p = RecvPool::new(16, 3);
         let a = p.take().unwrap();
         let b = p.take().unwrap();
         let c = p.take().unwrap();

@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::io;
 use std::rc::Rc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use kcp_peers::{Ikcp, Peer};
 use kcp_rs::sim::{Outbox, Rng};
 use kcp_rs::{Kcp, KcpConfig};
@@ -132,7 +132,6 @@ struct RoundPair {
     a: Box<dyn Peer>,
     b: Box<dyn Peer>,
     now: u32,
-    wire: Vec<Vec<u8>>,
 }
 
 impl RoundPair {
@@ -146,7 +145,6 @@ impl RoundPair {
             a: imp.make(&cfg),
             b: imp.make(&cfg),
             now: 0,
-            wire: Vec::new(),
         };
         // Open the windows: the first update only sets cwnd, and the peer
         // must advertise its receive window once.
@@ -170,26 +168,19 @@ impl RoundPair {
         }
         self.a.update(self.now);
         self.a.flush();
-        let wire = &mut self.wire;
-        self.a.drain(&mut |d| wire.push(d.to_vec()));
-        for d in self.wire.drain(..) {
-            self.b.input(&d).unwrap();
-        }
+        let (a, b) = (&mut self.a, &mut self.b);
+        a.drain(&mut |d| b.input(d).unwrap());
         let mut buf = [0u8; 128];
         let mut got = 0;
-        while let Some(n) = self.b.recv(&mut buf) {
+        while let Some(n) = b.recv(&mut buf) {
             assert_eq!(n, 64);
             got += 1;
         }
-        self.b.update(self.now);
-        self.b.flush();
-        let wire = &mut self.wire;
-        self.b.drain(&mut |d| wire.push(d.to_vec()));
-        for d in self.wire.drain(..) {
-            self.a.input(&d).unwrap();
-        }
+        b.update(self.now);
+        b.flush();
+        b.drain(&mut |d| a.input(d).unwrap());
         assert_eq!(got, count, "round delivered {got} of {count}");
-        assert_eq!(self.a.wait_snd(), 0, "round left data unacknowledged");
+        assert_eq!(a.wait_snd(), 0, "round left data unacknowledged");
         got
     }
 }
@@ -228,7 +219,6 @@ fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
     let mut bytes = 0;
     let mut buf = [0u8; SEG];
     let mut now = 0u32;
-    let (mut ab, mut ba) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
     while got < count {
         while sent < count && a.wait_snd() < 2 * cfg.snd_wnd as u32 {
             msg[..8].copy_from_slice(&(sent as u64).to_le_bytes());
@@ -239,22 +229,20 @@ fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
         }
         a.update(now);
         b.update(now);
+        // The link: each datagram goes from the sender's sink straight into
+        // the peer's input, or is dropped. Input sends nothing (in all three
+        // implementations), so this is the order of draining both sinks
+        // first and then delivering.
         a.drain(&mut |d| {
             if !rng.chance(loss) {
-                ab.push(d.to_vec())
+                b.input(d).unwrap();
             }
         });
         b.drain(&mut |d| {
             if !rng.chance(loss) {
-                ba.push(d.to_vec())
+                a.input(d).unwrap();
             }
         });
-        for d in ab.drain(..) {
-            b.input(&d).unwrap();
-        }
-        for d in ba.drain(..) {
-            a.input(&d).unwrap();
-        }
         while let Some(n) = b.recv(&mut buf) {
             assert_eq!(n, SEG);
             let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
@@ -295,4 +283,98 @@ fn bulk_transfer(c: &mut Criterion) {
 }
 
 criterion_group!(benches, message_round, bulk_transfer);
-criterion_main!(benches);
+
+/// `peers instr <round|bulk0|bulk10> <ours|ikcp|crate> <0|1>` runs one
+/// scenario outside criterion for callgrind: with `1` the measured work
+/// (10 message rounds, or one bulk transfer), with `0` only the set-up.
+/// The difference of the two instruction counts is the work itself; see
+/// `scripts/peers-instr.sh`. Anything else runs the criterion benchmarks.
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, scenario, imp, mode] = args.as_slice() {
+        if flag == "instr" {
+            let imp = match imp.as_str() {
+                "ours" => Impl::Ours,
+                "ikcp" => Impl::Ikcp,
+                "crate" => Impl::KcpCrate,
+                _ => panic!("unknown implementation {imp}"),
+            };
+            let run = mode == "1";
+            match scenario.as_str() {
+                "round" => {
+                    let mut pair = RoundPair::new(imp);
+                    if run {
+                        for _ in 0..INSTR_ROUNDS {
+                            black_box(pair.round(ROUND));
+                        }
+                    }
+                }
+                "bulk0" | "bulk10" => {
+                    let loss = if scenario == "bulk0" { 0.0 } else { 0.1 };
+                    if run {
+                        black_box(bulk(imp, loss, 1));
+                    }
+                }
+                _ => panic!("unknown scenario {scenario}"),
+            }
+            return;
+        }
+    }
+    if let [flag, scenario, reps] = args.as_slice() {
+        if flag == "time" {
+            interleaved(scenario, reps.parse().expect("a repetition count"));
+            return;
+        }
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// `peers time <round|bulk0|bulk10> <reps>`: the three implementations in
+/// turn, one iteration each, `reps` times, so that a change in the
+/// machine's load hits all three alike; prints each one's median and its
+/// ratio to ikcp's.
+fn interleaved(scenario: &str, reps: usize) {
+    let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); Impl::ALL.len()];
+    for rep in 0..reps {
+        for k in 0..Impl::ALL.len() {
+            let i = (rep + k) % Impl::ALL.len();
+            if scenario == "round" {
+                // Warm, as in criterion's loop: a few untimed rounds first.
+                for _ in 0..5 {
+                    black_box(pairs[i].round(ROUND));
+                }
+            }
+            let t = std::time::Instant::now();
+            match scenario {
+                "round" => {
+                    black_box(pairs[i].round(ROUND));
+                }
+                "bulk0" => {
+                    black_box(bulk(Impl::ALL[i], 0.0, rep as u64 + 1));
+                }
+                "bulk10" => {
+                    black_box(bulk(Impl::ALL[i], 0.1, rep as u64 + 1));
+                }
+                _ => panic!("unknown scenario {scenario}"),
+            }
+            times[i].push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    for (imp, m) in Impl::ALL.iter().zip(&medians) {
+        println!(
+            "{scenario} {:10} median {m:10.1} us  ratio to ikcp {:.2}",
+            imp.name(),
+            m / medians[1]
+        );
+    }
+}
+
+/// Rounds of [`ROUND`] messages per `instr round` run.
+const INSTR_ROUNDS: usize = 10;
