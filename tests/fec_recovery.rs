@@ -127,6 +127,56 @@ fn a_group_closed_early_recovers_its_real_data() {
     }
 }
 
+/// Groups closed after `j` datagrams, every loss pattern, both orders: the
+/// decoder holds the shards that arrived plus every position after an
+/// empty packet that arrived (the encoder pads to the end of the group), and
+/// rebuilds all `j` datagrams when that makes `k` shards, each delivered
+/// once; otherwise exactly the datagrams that arrived.
+#[test]
+fn every_loss_pattern_of_groups_closed_early() {
+    for cfg in [
+        FecConfig::low_latency(),
+        FecConfig::balanced(),
+        FecConfig::high_protection(),
+        FecConfig::bandwidth_efficient(),
+    ] {
+        let (k, n) = (cfg.data_shards, cfg.group_len());
+        for j in 1..k {
+            let mut enc = FecEncoder::new(cfg).unwrap();
+            let mut packets = Vec::new();
+            for i in 0..j {
+                enc.encode(&datagram(i), |p| packets.push(p.to_vec()))
+                    .unwrap();
+            }
+            assert_eq!(enc.flush_group(|p| packets.push(p.to_vec())), k - j);
+            assert_eq!(packets.len(), n);
+            let forward: Vec<usize> = (0..n).collect();
+            let backward: Vec<usize> = (0..n).rev().collect();
+            for lost in 0u32..(1 << n) {
+                let arrived = |i: usize| lost & (1 << i) == 0;
+                let first_empty_seen = (j..k).find(|&i| arrived(i));
+                let held = (0..n)
+                    .filter(|&i| arrived(i) || first_empty_seen.is_some_and(|e| i > e && i < k))
+                    .count();
+                let expected: Vec<Vec<u8>> = if held >= k {
+                    (0..j).map(datagram).collect()
+                } else {
+                    (0..j).filter(|&i| arrived(i)).map(datagram).collect()
+                };
+                for order in [&forward, &backward] {
+                    let got = deliver(cfg, &packets, lost, order);
+                    assert_eq!(
+                        sorted(got),
+                        expected,
+                        "{k}+{} closed after {j}, lost {lost:#b}",
+                        cfg.parity_shards
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn recovery_across_the_seqid_wrap() {
     let cfg = FecConfig::new(10, 3).unwrap();

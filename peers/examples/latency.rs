@@ -18,16 +18,25 @@
 //! FEC rows: our fast mode with a [`FecEncoder`] on each side's output and a
 //! [`FecDecoder`] before each side's input (KCP MTU 1392, the FEC header
 //! taken from 1400), for a few presets, with the encoder's early group close
-//! ([`FecEncoder::poll`] after every update, with the session's RTO) on and
-//! off. Every datagram on the link counts against the loss bag, parity
-//! included.
+//! ([`FecEncoder::poll`] after every update, with the session's RTO;
+//! [`FecConfig::early_close`]) on and off. Every datagram on the link counts
+//! against the loss bag, parity included.
 //!
 //! Each configuration runs on every seed; the table pools the RTTs of all
 //! seeds. The chart (CDF of the RTT per implementation and mode) goes to
 //! `docs/latency.svg` unless `--chart PATH` or `--no-chart` says otherwise.
 //!
+//! `--trace N` explains the slow echoes of our fast-mode rows: for each
+//! variant it counts the pushes whose first copy was lost and that FEC could
+//! not rebuild, sorts the echoes of 250 ms or more by cause, and prints the N
+//! slowest with the message that held each direction back (in-order
+//! delivery), which shards of its group were lost, when the group's parity
+//! left, when the decoder could rebuild it, and when KCP resent it. The
+//! environment variable `LATENCY_GROUP_WAIT_DIVISOR` overrides the FEC rows'
+//! [`FecConfig::group_wait_divisor`] (4).
+//!
 //! ```text
-//! cargo run --release -p kcp-peers --example latency [SEEDS] [--chart PATH | --no-chart]
+//! cargo run --release -p kcp-peers --example latency [SEEDS] [--chart PATH | --no-chart] [--trace N]
 //! ```
 //!
 //! `SEEDS` is one seed (`3`), a range (`1-10`, the default) or a list
@@ -84,11 +93,25 @@ impl Bag {
 struct LatencySim {
     rng: Rng,
     bags: [Bag; 2],
-    tunnels: [VecDeque<(u64, Vec<u8>)>; 2],
+    /// (due, index in `log`, bytes)
+    tunnels: [VecDeque<(u64, usize, Vec<u8>)>; 2],
     lost_pct: u32,
     delay: (u64, u64),
     nmax: usize,
     tx: [u64; 2],
+    /// Every datagram sent, when `--trace` asks for it.
+    log: Option<Vec<Sent>>,
+}
+
+/// One datagram on the simulated link, for `--trace`.
+#[derive(Clone, PartialEq, Eq)]
+struct Sent {
+    /// 0: sender to echoer, 1: back.
+    dir: usize,
+    at: u64,
+    /// When it left the tunnel (`None`: lost, or still in flight).
+    arrived: Option<u64>,
+    bytes: Vec<u8>,
 }
 
 impl LatencySim {
@@ -102,12 +125,22 @@ impl LatencySim {
             delay: (rttmin / 2, rttmax / 2),
             nmax: 1000,
             tx: [0; 2],
+            log: None,
         }
     }
 
     /// A datagram sent by `peer` (0 or 1) at `now`.
     fn send(&mut self, peer: usize, now: u64, data: &[u8]) {
         self.tx[peer] += 1;
+        let id = self.log.as_mut().map_or(0, |log| {
+            log.push(Sent {
+                dir: peer,
+                at: now,
+                arrived: None,
+                bytes: data.to_vec(),
+            });
+            log.len() - 1
+        });
         if self.bags[peer].draw(&mut self.rng) < self.lost_pct {
             return;
         }
@@ -117,14 +150,20 @@ impl LatencySim {
         let (lo, hi) = self.delay;
         // test.h: rttmin + rand() % (rttmax - rttmin), i.e. 30..=61 ms.
         let delay = lo + self.rng.range(0, hi - lo - 1);
-        self.tunnels[peer].push_back((now + delay, data.to_vec()));
+        self.tunnels[peer].push_back((now + delay, id, data.to_vec()));
     }
 
     /// The next datagram for `peer` due by `now`, FIFO.
     fn recv(&mut self, peer: usize, now: u64) -> Option<Vec<u8>> {
         let tunnel = &mut self.tunnels[1 - peer];
         match tunnel.front() {
-            Some((due, _)) if *due <= now => tunnel.pop_front().map(|(_, d)| d),
+            Some((due, _, _)) if *due <= now => {
+                let (_, id, d) = tunnel.pop_front()?;
+                if let Some(log) = &mut self.log {
+                    log[id].arrived = Some(now);
+                }
+                Some(d)
+            }
             _ => None,
         }
     }
@@ -247,12 +286,18 @@ impl Variant {
                 )
             }
             Variant::OursFec { k, m, early } => {
-                let fec = FecConfig::new(k, m).expect("FEC config");
+                let mut fec = FecConfig {
+                    early_close: early,
+                    ..FecConfig::new(k, m).expect("FEC config")
+                };
+                if let Ok(d) = std::env::var("LATENCY_GROUP_WAIT_DIVISOR") {
+                    fec.group_wait_divisor = d.parse().expect("a divisor");
+                }
                 let (c1, c2) = Mode::Fast.configs();
                 let mtu = FecConfig::kcp_mtu(LINK_MTU);
                 (
-                    Box::new(FecPeer::new(KcpConfig { mtu, ..c1 }, fec, early, totals)),
-                    Box::new(FecPeer::new(KcpConfig { mtu, ..c2 }, fec, early, totals)),
+                    Box::new(FecPeer::new(KcpConfig { mtu, ..c1 }, fec, totals)),
+                    Box::new(FecPeer::new(KcpConfig { mtu, ..c2 }, fec, totals)),
                 )
             }
         }
@@ -278,8 +323,6 @@ struct FecPeer {
     kcp: Kcp<Outbox>,
     enc: FecEncoder,
     dec: FecDecoder,
-    /// Close partly filled groups with `FecEncoder::poll` after each update.
-    early: bool,
     /// The clock of the last update, for the decoder.
     now: u32,
     /// FEC packets not yet handed to the link.
@@ -288,17 +331,11 @@ struct FecPeer {
 }
 
 impl FecPeer {
-    fn new(
-        cfg: KcpConfig,
-        fec: FecConfig,
-        early: bool,
-        totals: &Rc<RefCell<FecTotals>>,
-    ) -> FecPeer {
+    fn new(cfg: KcpConfig, fec: FecConfig, totals: &Rc<RefCell<FecTotals>>) -> FecPeer {
         FecPeer {
             kcp: Kcp::with_config(CONV, Outbox::default(), cfg).expect("config"),
             enc: FecEncoder::new(fec).expect("FEC config"),
             dec: FecDecoder::new(fec).expect("FEC config"),
-            early,
             now: 0,
             out: Vec::new(),
             totals: totals.clone(),
@@ -341,10 +378,9 @@ impl Peer for FecPeer {
         self.now = now;
         self.kcp.update(now);
         self.encode_output();
-        if self.early {
-            let out = &mut self.out;
-            self.enc.poll(now, self.kcp.rto(), |p| out.push(p.to_vec()));
-        }
+        // Closes partly filled groups when `early_close` is on.
+        let out = &mut self.out;
+        self.enc.poll(now, self.kcp.rto(), |p| out.push(p.to_vec()));
     }
 
     fn flush(&mut self) {
@@ -385,6 +421,8 @@ struct Outcome {
     rtts: Vec<u32>,
     /// Datagrams the sender put on the link.
     tx: u64,
+    /// Every datagram, both ways (`--trace` only).
+    log: Vec<Sent>,
 }
 
 /// Messages waiting for room in a bounded send queue.
@@ -408,8 +446,11 @@ impl Pending {
 }
 
 /// test.cpp's `test(mode)` loop with a 1 ms virtual tick.
-fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64) -> Outcome {
+fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64, trace: bool) -> Outcome {
     let mut vnet = LatencySim::new(seed, 10, 60, 125);
+    if trace {
+        vnet.log = Some(Vec::new());
+    }
     let mut now: u64 = 0;
     let mut slap = 20;
     let mut index: u32 = 0;
@@ -458,6 +499,7 @@ fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64) -> Outcome {
     Outcome {
         rtts,
         tx: vnet.tx[0],
+        log: vnet.log.unwrap_or_default(),
     }
 }
 
@@ -495,6 +537,8 @@ impl Row {
 struct Args {
     seeds: Vec<u64>,
     chart: Option<PathBuf>,
+    /// Slowest echoes to explain per fast-mode variant (`--trace N`).
+    trace: usize,
 }
 
 fn parse_args() -> Args {
@@ -503,15 +547,21 @@ fn parse_args() -> Args {
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/latency.svg"
     )));
+    let mut trace = 0;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--no-chart" => chart = None,
+            "--trace" => trace = args.next().and_then(|n| n.parse().ok()).expect("--trace N"),
             "--chart" => chart = Some(PathBuf::from(args.next().expect("--chart PATH"))),
             s => seeds = parse_seeds(s).unwrap_or_else(|| panic!("bad seeds {s:?}")),
         }
     }
-    Args { seeds, chart }
+    Args {
+        seeds,
+        chart,
+        trace,
+    }
 }
 
 /// `3`, `1-5` or `1,4,9`.
@@ -544,14 +594,33 @@ fn main() {
             fec: FecTotals::default(),
         };
         let totals = Rc::new(RefCell::new(FecTotals::default()));
+        let (trace, km) = match variant {
+            Variant::Ours(Mode::Fast) => (args.trace > 0, (0, 0)),
+            Variant::OursFec { k, m, .. } => (args.trace > 0, (k, m)),
+            _ => (false, (0, 0)),
+        };
+        let mut explained = Vec::new();
+        let mut unrebuilt = [0; 2];
         for &seed in seeds {
             let (k1, k2) = variant.peers(&totals);
-            let o = run(k1, k2, seed);
+            let o = run(k1, k2, seed, trace);
             if let Variant::Ours(mode) = variant {
                 // ikcp's run in the same mode and seed, for the comparison.
                 let (i1, i2) = Variant::Ikcp(mode).peers(&totals);
-                if run(i1, i2, seed) != o {
+                if run(i1, i2, seed, trace) != o {
                     row.differs += 1;
+                }
+            }
+            if trace {
+                let t = trace::Run::new(&o.log, km.0, km.1);
+                let u = t.unrebuilt();
+                unrebuilt[0] += u[0];
+                unrebuilt[1] += u[1];
+                for (i, &rtt) in o.rtts.iter().enumerate() {
+                    if rtt >= FEC_MAX_GOAL_MS - 50 {
+                        let (cause, text) = t.explain(i as u32, rtt);
+                        explained.push((rtt, seed, cause, text));
+                    }
                 }
             }
             row.max_per_seed
@@ -562,6 +631,15 @@ fn main() {
         row.sorted.sort_unstable();
         row.fec = *totals.borrow();
         rows.push(row);
+        if trace {
+            println!(
+                "## {}: pushes lost and not rebuilt (left to KCP): {} forward, {} echoes",
+                variant.label(),
+                unrebuilt[0],
+                unrebuilt[1]
+            );
+            print_trace(variant, &mut explained, args.trace);
+        }
     }
 
     print_table(&rows, seeds.len());
@@ -572,6 +650,25 @@ fn main() {
             Ok(()) => println!("\nchart: {}", path.display()),
             Err(e) => eprintln!("\nchart not written to {}: {e}", path.display()),
         }
+    }
+}
+
+/// The causes of the echoes at or over the goal and the `n` slowest
+/// explained.
+fn print_trace(variant: Variant, explained: &mut [(u32, u64, trace::Cause, String)], n: usize) {
+    explained.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut causes = std::collections::BTreeMap::new();
+    for e in explained.iter().filter(|e| e.0 >= FEC_MAX_GOAL_MS) {
+        *causes.entry(e.2).or_insert(0) += 1;
+    }
+    let near = explained.len();
+    println!(
+        "## {}: {near} echoes >= {} ms; causes of those >= {FEC_MAX_GOAL_MS}: {causes:?}",
+        variant.label(),
+        FEC_MAX_GOAL_MS - 50
+    );
+    for (rtt, seed, cause, text) in explained.iter().take(n) {
+        println!("  seed {seed} {cause:?} ({rtt} ms) {text}");
     }
 }
 
@@ -864,5 +961,271 @@ mod chart {
             .collect();
         values.dedup();
         values.into_iter()
+    }
+}
+
+/// `--trace N`: for the N slowest echoes of a variant, which datagrams were
+/// lost, whether their FEC group could rebuild them, when the group's
+/// parity went out, and what KCP's retransmission cost.
+mod trace {
+    use std::collections::HashMap;
+
+    use super::Sent;
+
+    /// KCP's push command.
+    const PUSH: u8 = 81;
+
+    /// One datagram, parsed.
+    struct Dgram {
+        at: u64,
+        arrived: Option<u64>,
+        /// FEC seqid and whether it is a data packet (`None` without FEC).
+        fec: Option<(u32, bool)>,
+        /// Whether it carries KCP bytes (not parity, not an empty packet).
+        kcp: bool,
+    }
+
+    /// What one direction of one run did.
+    struct Dir {
+        dgrams: Vec<Dgram>,
+        /// Datagrams carrying each push sn, in sending order.
+        by_sn: HashMap<u32, Vec<usize>>,
+        /// Datagrams of each FEC group.
+        by_group: HashMap<u32, Vec<usize>>,
+    }
+
+    /// A run's log seen with FEC `k + m` (`k == 0`: no FEC).
+    pub struct Run {
+        dirs: [Dir; 2],
+        k: usize,
+        m: usize,
+    }
+
+    /// Why the message that held an echo back arrived late, least severe
+    /// first.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+    pub enum Cause {
+        /// Its first transmission arrived: the delay is the link's.
+        NoLoss,
+        /// Lost and rebuilt from its group.
+        Recovered,
+        /// Lost, group recoverable, but a retransmission arrived first.
+        RetransmitFirst,
+        /// Lost and never rebuilt: no FEC, or its group missed more than
+        /// `m` shards. KCP had to retransmit it.
+        NotRebuilt,
+    }
+
+    fn segments(kcp: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while kcp.len() >= off + 24 {
+            let h = &kcp[off..off + 24];
+            let sn = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+            let len = u32::from_le_bytes([h[20], h[21], h[22], h[23]]) as usize;
+            if h[4] == PUSH {
+                out.push(sn);
+            }
+            off += 24 + len;
+        }
+        out
+    }
+
+    impl Run {
+        pub fn new(log: &[Sent], k: usize, m: usize) -> Run {
+            let mut dirs = [0, 1].map(|_| Dir {
+                dgrams: Vec::new(),
+                by_sn: HashMap::new(),
+                by_group: HashMap::new(),
+            });
+            for s in log {
+                let b = &s.bytes;
+                let (fec, kcp): (Option<(u32, bool)>, &[u8]) = if k == 0 {
+                    (None, b)
+                } else {
+                    let seqid = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if b[4] == 0xF1 {
+                        let size = u16::from_le_bytes([b[6], b[7]]) as usize;
+                        (Some((seqid, true)), &b[8..6 + size])
+                    } else {
+                        (Some((seqid, false)), &[])
+                    }
+                };
+                let d = &mut dirs[s.dir];
+                let i = d.dgrams.len();
+                let pushes = segments(kcp);
+                for &sn in &pushes {
+                    d.by_sn.entry(sn).or_default().push(i);
+                }
+                if let Some((seqid, _)) = fec {
+                    d.by_group
+                        .entry(seqid / (k + m) as u32)
+                        .or_default()
+                        .push(i);
+                }
+                d.dgrams.push(Dgram {
+                    at: s.at,
+                    arrived: s.arrived,
+                    fec,
+                    kcp: !kcp.is_empty(),
+                });
+            }
+            Run { dirs, k, m }
+        }
+
+        /// When the group of datagram `i` could be rebuilt (the decoder held
+        /// `k` of its shards, counting the empty ones it infers), if ever.
+        fn recovery(&self, dir: usize, i: usize) -> Option<u64> {
+            let d = &self.dirs[dir];
+            let n = self.k + self.m;
+            let (seqid, _) = d.dgrams[i].fec?;
+            let mut arrivals: Vec<(u64, usize, bool)> = d.by_group[&(seqid / n as u32)]
+                .iter()
+                .filter_map(|&j| {
+                    let g = &d.dgrams[j];
+                    let (s, data) = g.fec?;
+                    Some((g.arrived?, s as usize % n, data && !g.kcp))
+                })
+                .collect();
+            arrivals.sort_unstable();
+            let mut held = vec![false; n];
+            for (t, pos, empty) in arrivals {
+                held[pos] = true;
+                if empty {
+                    held[pos..self.k].iter_mut().for_each(|h| *h = true);
+                }
+                if held.iter().filter(|&&h| h).count() >= self.k {
+                    return Some(t);
+                }
+            }
+            None
+        }
+
+        /// Pushes, per direction, whose first copy was lost and that the
+        /// decoder could not rebuild (KCP had to retransmit them).
+        pub fn unrebuilt(&self) -> [usize; 2] {
+            [0, 1].map(|dir| {
+                let d = &self.dirs[dir];
+                d.by_sn
+                    .iter()
+                    .filter(|&(&sn, sends)| {
+                        sn < super::ECHOES
+                            && d.dgrams[sends[0]].arrived.is_none()
+                            && self.recovery(dir, sends[0]).is_none()
+                    })
+                    .count()
+            })
+        }
+
+        /// When the receiver's KCP first held push `sn`.
+        fn avail(&self, dir: usize, sn: u32) -> Option<u64> {
+            self.dirs[dir]
+                .by_sn
+                .get(&sn)?
+                .iter()
+                .filter_map(|&i| {
+                    let d = &self.dirs[dir].dgrams[i];
+                    match (d.arrived, self.recovery(dir, i)) {
+                        (Some(a), _) => Some(a),
+                        (None, r) => r,
+                    }
+                })
+                .min()
+        }
+
+        /// The message up to `sn` that arrived last (in-order delivery).
+        fn blocker(&self, dir: usize, sn: u32) -> Option<(u32, u64)> {
+            (sn.saturating_sub(20)..=sn)
+                .filter_map(|j| Some((j, self.avail(dir, j)?)))
+                .max_by_key(|&(j, t)| (t, j))
+        }
+
+        /// The cause of the echo `index` with round-trip time `rtt`, and a
+        /// line describing it.
+        pub fn explain(&self, index: u32, rtt: u32) -> (Cause, String) {
+            let ts = 20 * (u64::from(index) + 1);
+            let rel = |t: u64| t as i64 - ts as i64;
+            let mut worst = Cause::NoLoss;
+            let mut text = format!("echo {index} rtt {rtt}:");
+            for dir in 0..2 {
+                let Some((j, t)) = self.blocker(dir, index) else {
+                    continue;
+                };
+                let d = &self.dirs[dir];
+                let sends = &d.by_sn[&j];
+                let first = &d.dgrams[sends[0]];
+                let name = ["fwd", "back"][dir];
+                text += &format!(
+                    "\n    {name}: held by sn {j} (sent {:+}, in KCP {:+})",
+                    rel(first.at),
+                    rel(t)
+                );
+                let cause = if first.arrived.is_some() {
+                    text += " first copy arrived";
+                    Cause::NoLoss
+                } else {
+                    let mut c = Cause::NotRebuilt;
+                    if let Some((seqid, _)) = first.fec {
+                        let n = (self.k + self.m) as u32;
+                        let group = &d.by_group[&(seqid / n)];
+                        let lost: Vec<String> = group
+                            .iter()
+                            .filter(|&&i| d.dgrams[i].arrived.is_none())
+                            .map(|&i| {
+                                let g = &d.dgrams[i];
+                                let (s, data) = g.fec.unwrap_or_default();
+                                let kind = match (data, g.kcp) {
+                                    (true, true) => "data",
+                                    (true, false) => "empty",
+                                    _ => "parity",
+                                };
+                                format!("{kind}@{}", s % n)
+                            })
+                            .collect();
+                        let data_real = group.iter().filter(|&&i| d.dgrams[i].kcp).count();
+                        let parity_at = group
+                            .iter()
+                            .filter(|&&i| matches!(d.dgrams[i].fec, Some((_, false))))
+                            .map(|&i| d.dgrams[i].at)
+                            .min();
+                        let rec = self.recovery(dir, sends[0]);
+                        text += &format!(
+                            "; first copy lost, group {} pos {}: lost {} of {} ({} with KCP bytes), parity sent {}, rebuildable {}",
+                            seqid / n,
+                            seqid % n,
+                            lost.join(" "),
+                            group.len(),
+                            data_real,
+                            parity_at.map_or("never".into(), |p| format!(
+                                "{:+} ms after the data",
+                                p - first.at
+                            )),
+                            rec.map_or("never".into(), |r| format!("{:+}", rel(r)))
+                        );
+                        if let Some(r) = rec {
+                            c = if r <= t {
+                                Cause::Recovered
+                            } else {
+                                Cause::RetransmitFirst
+                            };
+                        }
+                    } else {
+                        text += "; first copy lost";
+                    }
+                    for &i in &sends[1..] {
+                        let r = &d.dgrams[i];
+                        text += &format!(
+                            "; resent {:+} {}",
+                            rel(r.at),
+                            r.arrived
+                                .map_or("lost".into(), |a| format!("arrived {:+}", rel(a)))
+                        );
+                    }
+                    c
+                };
+                worst = worst.max(cause);
+            }
+            (worst, text)
+        }
     }
 }

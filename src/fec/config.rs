@@ -65,8 +65,21 @@ pub struct FecConfig {
     /// The decoder forgets a group this many milliseconds after its first
     /// packet arrived.
     pub expire_ms: u32,
+    /// Whether [`FecEncoder::poll`](super::FecEncoder::poll) closes partly
+    /// filled groups (default `true`). The session layer calls `poll` after
+    /// every flush, so this is its switch. Off, a group's parity leaves only
+    /// after its `k`-th datagram, as kcp-go does: no empty packets, but on
+    /// sparse traffic a loss then waits for the group to fill, often longer
+    /// than KCP's own retransmission (docs/latency.md: fast mode with 10+2
+    /// reached a 400 ms maximum RTT without early close, 282 ms with it).
+    /// Turn it off only for traffic that fills groups within a fraction of
+    /// the RTT, or to keep a kcp-go peer's `KCPInErrors` counter quiet.
+    pub early_close: bool,
     /// [`FecEncoder::poll`](super::FecEncoder::poll) closes a partly filled
-    /// group once it has waited `rto / group_wait_divisor` milliseconds.
+    /// group once it has waited `rto / group_wait_divisor` milliseconds
+    /// (default 4). A shorter wait repairs a loss sooner but closes more
+    /// groups, each costing up to `k - 1` empty packets and `m` parity
+    /// packets; docs/latency.md measures 2, 4, 8 and 16.
     pub group_wait_divisor: u32,
 }
 
@@ -83,6 +96,7 @@ impl FecConfig {
             max_packet: DEFAULT_MAX_PACKET,
             rx_groups: DEFAULT_RX_GROUPS,
             expire_ms: DEFAULT_EXPIRE_MS,
+            early_close: true,
             group_wait_divisor: DEFAULT_GROUP_WAIT_DIVISOR,
         };
         cfg.validate()?;
@@ -116,6 +130,7 @@ impl FecConfig {
             max_packet: DEFAULT_MAX_PACKET,
             rx_groups: DEFAULT_RX_GROUPS,
             expire_ms: DEFAULT_EXPIRE_MS,
+            early_close: true,
             group_wait_divisor: DEFAULT_GROUP_WAIT_DIVISOR,
         }
     }

@@ -29,6 +29,10 @@ pub struct FecDecoderStats {
     /// Recovered data shards whose size field made no sense (kcp-go's
     /// `FECErrs`): corrupted input.
     pub recovery_errors: u64,
+    /// Empty data shards taken as held before they arrived, because an
+    /// earlier position of their group brought an empty one (see
+    /// [`FecDecoder`]).
+    pub inferred_empty: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +59,9 @@ struct Group {
     parity_len: usize,
     /// Longest data shard received.
     data_len: usize,
+    /// First data position taken as empty without having arrived
+    /// (`MAX_SHARDS`: none).
+    inferred_from: usize,
 }
 
 const FREE: Group = Group {
@@ -65,6 +72,7 @@ const FREE: Group = Group {
     data_received: 0,
     parity_len: 0,
     data_len: 0,
+    inferred_from: super::MAX_SHARDS,
 };
 
 /// Decodes kcp-go FEC packets back into KCP datagrams.
@@ -84,6 +92,16 @@ const FREE: Group = Group {
 /// `seqid % (k + m) < k`, parity after. Unlike kcp-go, the decoder does not
 /// retune itself to a peer with other shard counts; such packets are refused
 /// with [`FecError::ShardMismatch`].
+///
+/// Groups closed early ([`FecEncoder::flush_group`](super::FecEncoder::flush_group))
+/// end with empty data packets (size field 2), and only such groups have
+/// them: a KCP datagram is never empty, so kcp-go never sends one. An empty
+/// packet at position `e` therefore tells that positions `e + 1 .. k` are
+/// empty too, and the decoder holds them as such before they arrive. On
+/// sparse traffic a closed group is mostly empty packets; without this, a
+/// lost empty packet would use up a parity shard as surely as a lost
+/// datagram. If a data packet arrives anyway at a position taken as empty,
+/// its datagram is still delivered.
 ///
 /// ```
 /// use kcp_rs::fec::{FecConfig, FecDecoder, FecEncoder};
@@ -179,6 +197,11 @@ impl FecDecoder {
         let slot = g * self.cfg.group_len() + index;
         let group = self.groups[g];
         let held = self.shards[slot].1;
+        if is_data && index >= group.inferred_from {
+            // Expected empty, and already held as such: accepted (a sender
+            // unlike ours would have its datagram delivered here).
+            return Ok(self.deliver_data(&packet, &mut deliver));
+        }
         if group.state == State::Done || held {
             if held || is_data {
                 self.stats.duplicates += 1;
@@ -213,6 +236,10 @@ impl FecDecoder {
         } else {
             group.parity_len = shard.len();
         }
+        if is_data && packet.kcp_bytes().is_empty() {
+            self.infer_empty(g, index);
+        }
+        let group = &mut self.groups[g];
         if group.data_received == self.cfg.data_shards {
             group.state = State::Done;
         } else if group.received >= self.cfg.data_shards {
@@ -311,6 +338,28 @@ impl FecDecoder {
             ..FREE
         };
         Some(g)
+    }
+
+    /// Holds the data positions after `index` in group `g`, whose shard at
+    /// `index` is an empty one, as copies of it: the encoder closes a group
+    /// with empty packets up to its last data position.
+    fn infer_empty(&mut self, g: usize, index: usize) {
+        let (k, n) = (self.cfg.data_shards, self.cfg.group_len());
+        let shards = &mut self.shards[g * n..(g + 1) * n];
+        let (upto, after) = shards[..k].split_at_mut(index + 1);
+        let empty = &upto[index].0;
+        let mut inferred = 0;
+        for (buf, held) in after.iter_mut().filter(|(_, held)| !*held) {
+            buf.clear();
+            buf.extend_from_slice(empty); // within capacity
+            *held = true;
+            inferred += 1;
+        }
+        let group = &mut self.groups[g];
+        group.received += inferred;
+        group.data_received += inferred;
+        group.inferred_from = group.inferred_from.min(index + 1);
+        self.stats.inferred_empty += inferred as u64;
     }
 
     fn release(&mut self, g: usize) {
@@ -482,6 +531,65 @@ mod tests {
         let mut got = Vec::new();
         dec.decode(0, &w[1], |d| got.push(d.to_vec())).unwrap();
         assert_eq!(got, [vec![1u8; 21], vec![0u8; 20]]);
+    }
+
+    /// A 4+2 group closed after one datagram: data, three empty packets,
+    /// two parity.
+    fn closed_early(cfg: FecConfig) -> Vec<Vec<u8>> {
+        let mut enc = FecEncoder::new(cfg).unwrap();
+        let mut out = Vec::new();
+        enc.encode(&[7; 40], |p| out.push(p.to_vec())).unwrap();
+        enc.flush_group(|p| out.push(p.to_vec()));
+        out
+    }
+
+    #[test]
+    fn empty_packets_after_an_empty_one_are_inferred() {
+        let cfg = FecConfig::balanced();
+        let w = closed_early(cfg);
+        assert_eq!(w.len(), 6);
+        let mut dec = FecDecoder::new(cfg).unwrap();
+        // Lost: the datagram, empties 2 and 3, the second parity. Empty 1
+        // and one parity are two shards of four, but empty 1 says 2 and 3
+        // are empty too.
+        let got = run(&mut dec, &[w[1].clone(), w[4].clone()]);
+        assert_eq!(got, [vec![7u8; 40]]);
+        assert_eq!(dec.stats().recovered, 1);
+        assert_eq!(dec.stats().inferred_empty, 2);
+        // The inferred empties arriving late are neither duplicates nor
+        // delivered.
+        assert!(run(&mut dec, &[w[2].clone(), w[3].clone(), w[5].clone()]).is_empty());
+        assert_eq!(dec.stats().duplicates, 0);
+        assert_eq!(dec.stats().data_packets, 3);
+    }
+
+    #[test]
+    fn a_lost_first_empty_is_still_missing() {
+        let cfg = FecConfig::balanced();
+        let w = closed_early(cfg);
+        let mut dec = FecDecoder::new(cfg).unwrap();
+        // Empty 2 infers 3; 1 could have been data: three of four shards.
+        assert!(run(&mut dec, &[w[2].clone(), w[4].clone()]).is_empty());
+        assert_eq!(dec.stats().inferred_empty, 1);
+        assert_eq!(run(&mut dec, &[w[5].clone()]), [vec![7u8; 40]]);
+        // Two parity, one empty and its inferred follower: data and empty 1
+        // lost is within m = 2.
+        assert_eq!(dec.stats().recovered, 1);
+    }
+
+    #[test]
+    fn data_at_a_position_inferred_empty_is_still_delivered() {
+        // Not something our encoder or kcp-go sends: an empty data shard
+        // followed by real data in the same group.
+        let cfg = FecConfig::balanced();
+        let mut dec = FecDecoder::new(cfg).unwrap();
+        let w = closed_early(cfg);
+        dec.decode(0, &w[1], |_| panic!("empty delivered")).unwrap();
+        let mut odd = w[0].clone();
+        odd[0] = 2; // seqid 2: a position taken as empty
+        let mut got = Vec::new();
+        dec.decode(0, &odd, |d| got.push(d.to_vec())).unwrap();
+        assert_eq!(got, [vec![7u8; 40]]);
     }
 
     #[test]

@@ -163,7 +163,8 @@ impl FecEncoder {
     /// Closes the open group once it has waited `rto_ms / group_wait_divisor`
     /// (at least 1 ms), so that on a quiet link a lost packet is recovered
     /// sooner than KCP would retransmit it. Returns when to call again:
-    /// `Some(deadline)` while a group is open, `None` otherwise.
+    /// `Some(deadline)` while a group is open, `None` otherwise. With
+    /// [`FecConfig::early_close`] off it does nothing and returns `None`.
     ///
     /// Call it after each [`Kcp::update`](crate::Kcp::update) with the same
     /// clock; a group's wait counts from the first `poll` that finds it open.
@@ -181,7 +182,7 @@ impl FecEncoder {
     /// # Ok::<(), kcp_rs::fec::FecError>(())
     /// ```
     pub fn poll(&mut self, now_ms: u32, rto_ms: u32, emit: impl FnMut(&[u8])) -> Option<u32> {
-        if self.count == 0 {
+        if self.count == 0 || !self.cfg.early_close {
             self.opened_at = None;
             return None;
         }
@@ -433,5 +434,22 @@ mod tests {
         assert_eq!(enc.stats().empty_packets, 3);
         assert_eq!(enc.stats().flushed_groups, 1);
         assert_eq!(enc.flush_group(|_| unreachable!()), 0);
+    }
+
+    #[test]
+    fn poll_leaves_groups_open_without_early_close() {
+        let cfg = FecConfig {
+            early_close: false,
+            ..FecConfig::balanced()
+        };
+        let mut enc = FecEncoder::new(cfg).unwrap();
+        let mut sent = 0;
+        enc.encode(&[9; 30], |_| sent += 1).unwrap();
+        assert_eq!(enc.poll(0, 100, |_| sent += 1), None);
+        assert_eq!(enc.poll(1_000_000, 100, |_| sent += 1), None);
+        assert_eq!((sent, enc.pending()), (1, 1));
+        // flush_group still closes it on request.
+        assert_eq!(enc.flush_group(|_| sent += 1), 3);
+        assert_eq!(sent, 6);
     }
 }

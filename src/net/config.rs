@@ -156,6 +156,14 @@ pub struct SessionConfig {
     /// uses. A datagram from that address for another conv is refused by
     /// the session.
     ///
+    /// A session closes a partly filled group once it has waited a quarter
+    /// of the RTO (empty packets, then parity), so that a loss on sparse
+    /// traffic is repaired before KCP would retransmit it;
+    /// [`FecConfig::early_close`](crate::fec::FecConfig::early_close) and
+    /// [`group_wait_divisor`](crate::fec::FecConfig::group_wait_divisor)
+    /// switch and tune this. For latency-bound sparse traffic pick a preset
+    /// with `m ≥ 3` or small groups (docs/tuning.md, "FEC by loss rate").
+    ///
     /// Memory per session: the encoder holds `k + m` packets and the
     /// decoder `rx_groups × (k + m)` shards of `max_packet` bytes (about
     /// 36 KiB with [`FecConfig::balanced`](crate::fec::FecConfig::balanced)).

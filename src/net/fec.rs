@@ -26,8 +26,9 @@ impl FecState {
 
     /// Frames every KCP datagram of `kcp_out` into `wire` (data packets, and
     /// parity after each full group), then closes the open group if it has
-    /// waited long enough. Returns when the open group must be closed at the
-    /// latest (`None`: no group open).
+    /// waited `rto / group_wait_divisor` and [`FecConfig::early_close`] is
+    /// on. Returns when the open group must be closed at the latest
+    /// (`None`: no group open, or early close off).
     pub fn encode(
         &mut self,
         kcp_out: &Outbox,
