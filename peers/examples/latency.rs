@@ -1074,7 +1074,8 @@ mod trace {
         }
 
         /// When the group of datagram `i` could be rebuilt (the decoder held
-        /// `k` of its shards, counting the empty ones it infers), if ever.
+        /// `k` of its shards, counting every empty position once an empty
+        /// packet arrived), if ever.
         fn recovery(&self, dir: usize, i: usize) -> Option<u64> {
             let d = &self.dirs[dir];
             let n = self.k + self.m;
@@ -1088,11 +1089,20 @@ mod trace {
                 })
                 .collect();
             arrivals.sort_unstable();
+            // Every empty packet names the group's first one.
+            let first_empty = d.by_group[&(seqid / n as u32)]
+                .iter()
+                .filter_map(|&j| {
+                    let (s, data) = d.dgrams[j].fec?;
+                    (data && !d.dgrams[j].kcp).then_some(s as usize % n)
+                })
+                .min()
+                .unwrap_or(self.k);
             let mut held = vec![false; n];
             for (t, pos, empty) in arrivals {
                 held[pos] = true;
                 if empty {
-                    held[pos..self.k].iter_mut().for_each(|h| *h = true);
+                    held[first_empty..self.k].iter_mut().for_each(|h| *h = true);
                 }
                 if held.iter().filter(|&&h| h).count() >= self.k {
                     return Some(t);

@@ -3,7 +3,7 @@
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::config::{FecConfig, FecError};
-use super::framing::{kcp_bytes_of_shard, seqid_diff, Packet, ShardKind};
+use super::framing::{kcp_bytes_of_shard, seqid_diff, Packet, ShardKind, EMPTY_MARK, SIZE_LEN};
 
 /// Counters of a [`FecDecoder`] since it was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,8 +59,8 @@ struct Group {
     parity_len: usize,
     /// Longest data shard received.
     data_len: usize,
-    /// First data position taken as empty without having arrived
-    /// (`MAX_SHARDS`: none).
+    /// First data position known to be empty, from an empty packet that
+    /// arrived (`MAX_SHARDS`: none).
     inferred_from: usize,
 }
 
@@ -95,9 +95,12 @@ const FREE: Group = Group {
 ///
 /// Groups closed early ([`FecEncoder::flush_group`](super::FecEncoder::flush_group))
 /// end with empty data packets (size field 2), and only such groups have
-/// them: a KCP datagram is never empty, so kcp-go never sends one. An empty
-/// packet at position `e` therefore tells that positions `e + 1 .. k` are
-/// empty too, and the decoder holds them as such before they arrive. On
+/// them: a KCP datagram is never empty, so kcp-go never sends one. Each
+/// empty packet names the position of its group's first empty packet
+/// ([`EMPTY_MARK`](super::framing::EMPTY_MARK)), and they are all the same
+/// shard, so the first one to arrive lets the decoder hold every empty
+/// position of the group before the others arrive (from an empty packet
+/// without the mark, sent by an older version, the positions after it). On
 /// sparse traffic a closed group is mostly empty packets; without this, a
 /// lost empty packet would use up a parity shard as surely as a lost
 /// datagram. If a data packet arrives anyway at a position taken as empty,
@@ -340,16 +343,26 @@ impl FecDecoder {
         Some(g)
     }
 
-    /// Holds the data positions after `index` in group `g`, whose shard at
-    /// `index` is an empty one, as copies of it: the encoder closes a group
-    /// with empty packets up to its last data position.
+    /// Holds the other empty positions of group `g`, whose shard at `index`
+    /// is an empty one, as copies of it: the encoder closes a group with
+    /// identical empty packets from the position the shard names (or, for an
+    /// unmarked one, at least from `index`) up to the last data position.
     fn infer_empty(&mut self, g: usize, index: usize) {
         let (k, n) = (self.cfg.data_shards, self.cfg.group_len());
         let shards = &mut self.shards[g * n..(g + 1) * n];
-        let (upto, after) = shards[..k].split_at_mut(index + 1);
-        let empty = &upto[index].0;
+        let (before, rest) = shards[..k].split_at_mut(index);
+        let (this, after) = rest.split_at_mut(1);
+        let empty = &this[0].0;
+        let from = match empty.get(SIZE_LEN..SIZE_LEN + 2) {
+            Some(&[EMPTY_MARK, first]) if usize::from(first) < index => usize::from(first),
+            _ => index,
+        };
         let mut inferred = 0;
-        for (buf, held) in after.iter_mut().filter(|(_, held)| !*held) {
+        for (buf, held) in before[from..]
+            .iter_mut()
+            .chain(after)
+            .filter(|(_, held)| !*held)
+        {
             buf.clear();
             buf.extend_from_slice(empty); // within capacity
             *held = true;
@@ -358,7 +371,7 @@ impl FecDecoder {
         let group = &mut self.groups[g];
         group.received += inferred;
         group.data_received += inferred;
-        group.inferred_from = group.inferred_from.min(index + 1);
+        group.inferred_from = group.inferred_from.min(from);
         self.stats.inferred_empty += inferred as u64;
     }
 
@@ -564,17 +577,48 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_first_empty_is_still_missing() {
+    fn an_empty_packet_names_the_first_one() {
         let cfg = FecConfig::balanced();
         let w = closed_early(cfg);
+        assert_eq!(&w[2][8..10], &[EMPTY_MARK, 1]);
         let mut dec = FecDecoder::new(cfg).unwrap();
-        // Empty 2 infers 3; 1 could have been data: three of four shards.
-        assert!(run(&mut dec, &[w[2].clone(), w[4].clone()]).is_empty());
-        assert_eq!(dec.stats().inferred_empty, 1);
-        assert_eq!(run(&mut dec, &[w[5].clone()]), [vec![7u8; 40]]);
-        // Two parity, one empty and its inferred follower: data and empty 1
-        // lost is within m = 2.
+        // Empty 2 says 1..4 are empty: with one parity, four shards.
+        assert_eq!(
+            run(&mut dec, &[w[2].clone(), w[4].clone()]),
+            [vec![7u8; 40]]
+        );
+        assert_eq!(dec.stats().inferred_empty, 2);
         assert_eq!(dec.stats().recovered, 1);
+    }
+
+    #[test]
+    fn unmarked_empty_packets_infer_only_the_positions_after_them() {
+        // A group closed after one datagram by an encoder that sent zeros
+        // after the size field (before EMPTY_MARK).
+        let cfg = FecConfig::balanced();
+        let mut shards: Vec<Vec<u8>> = vec![vec![0; 42]; 6];
+        shards[0][..2].copy_from_slice(&42u16.to_le_bytes());
+        shards[0][2..].fill(7);
+        for s in &mut shards[1..4] {
+            s[0] = 2;
+        }
+        ReedSolomon::new(4, 2).unwrap().encode(&mut shards).unwrap();
+        let packet = |i: usize| {
+            let kind: u16 = if i < 4 { 0xF1 } else { 0xF2 };
+            let mut p = (i as u32).to_le_bytes().to_vec();
+            p.extend_from_slice(&kind.to_le_bytes());
+            p.extend_from_slice(if (1..4).contains(&i) {
+                &shards[i][..18]
+            } else {
+                &shards[i]
+            });
+            p
+        };
+        let mut dec = FecDecoder::new(cfg).unwrap();
+        // Empty 2 infers 3 only; 1 could have been data: three shards.
+        assert!(run(&mut dec, &[packet(2), packet(4)]).is_empty());
+        assert_eq!(dec.stats().inferred_empty, 1);
+        assert_eq!(run(&mut dec, &[packet(5)]), [vec![7u8; 40]]);
     }
 
     #[test]

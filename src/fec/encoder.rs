@@ -4,7 +4,8 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::config::{FecConfig, FecError};
 use super::framing::{
-    seqid_wrap, FecHeader, ShardKind, EMPTY_DATA_LEN, FEC_OVERHEAD, HEADER_LEN, SIZE_LEN,
+    seqid_wrap, FecHeader, ShardKind, EMPTY_DATA_LEN, EMPTY_MARK, FEC_OVERHEAD, HEADER_LEN,
+    SIZE_LEN,
 };
 
 /// Counters of a [`FecEncoder`] since it was built.
@@ -128,10 +129,14 @@ impl FecEncoder {
     /// already sent is recovered without waiting for more traffic. Returns
     /// the number of empty packets (0 when no group is open).
     ///
-    /// An empty data packet is 24 bytes: header, size field 2, and zeros up
-    /// to the length of a KCP header. kcp-go drops shorter datagrams before
-    /// decoding FEC, and hands the zeros to its `kcp.Input`, which refuses
-    /// them as too short without other effect.
+    /// An empty data packet is 24 bytes: header, size field 2,
+    /// [`EMPTY_MARK`](super::framing::EMPTY_MARK) and the position of the
+    /// group's first empty packet, then zeros up to the length of a KCP
+    /// header. Every empty packet of a group is the same shard, so a decoder
+    /// that receives any one of them holds them all. kcp-go drops datagrams
+    /// shorter than 24 bytes before decoding FEC, and hands the 16 bytes
+    /// after the size field to its `kcp.Input`, which refuses them as too
+    /// short without other effect.
     ///
     /// ```
     /// use kcp_rs::fec::{FecConfig, FecEncoder};
@@ -148,10 +153,13 @@ impl FecEncoder {
             return 0;
         }
         let missing = self.cfg.data_shards - self.count;
+        // k <= 255: the position fits a byte.
+        let first_empty = self.count as u8;
         self.stats.flushed_groups += 1;
         for _ in 0..missing {
             let seqid = self.take_seqid();
             let buf = self.data_buf(seqid, SIZE_LEN as u16);
+            buf.extend_from_slice(&[EMPTY_MARK, first_empty]);
             buf.resize(EMPTY_DATA_LEN, 0);
             emit(buf);
             self.stats.empty_packets += 1;

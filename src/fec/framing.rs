@@ -48,6 +48,14 @@ pub const TYPE_PARITY: u16 = 0xF2;
 /// datagrams shorter than a KCP header (24 bytes) before decoding FEC.
 pub const EMPTY_DATA_LEN: usize = crate::constants::OVERHEAD;
 
+/// First byte after the size field of an empty data packet from this crate:
+/// the next byte is the shard position of its group's first empty packet.
+/// Older versions sent zeros there. The bytes are part of the shard, so
+/// parity covers them; kcp-go hands the 16 bytes after the size field to
+/// its `kcp.Input`, which refuses them as shorter than a KCP header either
+/// way.
+pub const EMPTY_MARK: u8 = 0xE5;
+
 /// Whether a datagram looks like a FEC packet, as kcp-go decides it: the
 /// `u16` at offset 4 is 0xF1 or 0xF2. A plain KCP datagram has `cmd` (81–84)
 /// and `frg` there, which never read as those values.
