@@ -21,6 +21,7 @@ use crate::codec::{split_segment, Header};
 use crate::config::KcpConfig;
 use crate::constants::*;
 use crate::error::{KcpError, KcpResult};
+use crate::segment::Segment;
 use crate::sequence::{Seq, Timestamp};
 use crate::stats::KcpStats;
 use crate::storage::{AckList, FlushBuf, RecvPool, Ring, SendPool};
@@ -579,11 +580,13 @@ impl<O: KcpOutput> Kcp<O> {
         let mut change = false;
         let mut lost = false;
         ctl.cmd = CMD_PUSH;
-        for i in 0..self.snd_nxt.distance_from(self.snd_una) {
+        // Segments in flight, by distance from snd_una. New data is sent in
+        // a run, so the segment after one sent is checked here; the search
+        // past segments that are not due is `next_due`'s.
+        let end = self.snd_nxt.distance_from(self.snd_una);
+        let mut next = due_from(&self.snd, self.snd_una, 0..end, current, resent, &self.cfg);
+        while let Some(i) = next {
             let seg = self.snd.at_mut((self.snd_una + i).get());
-            if !seg.live {
-                continue;
-            }
             let mut needsend = false;
             if seg.xmit == 0 {
                 needsend = true;
@@ -627,6 +630,14 @@ impl<O: KcpOutput> Kcp<O> {
                     self.dead = true;
                 }
             }
+            next = due_from(
+                &self.snd,
+                self.snd_una,
+                i + 1..end,
+                current,
+                resent,
+                &self.cfg,
+            );
         }
         out.finish();
 
@@ -803,7 +814,7 @@ impl<O: KcpOutput> Kcp<O> {
     }
 
     /// Queues one segment of at most `mss` bytes; a slot is free.
-    #[inline]
+    #[inline(always)]
     fn queue_segment(&mut self, chunk: &[u8], frg: u8) {
         let Some(block) = self.snd_pool.take() else {
             unreachable!("send pool holds one block per ring slot");
@@ -1033,6 +1044,55 @@ impl<O: KcpOutput> Kcp<O> {
             u32::MAX
         }
     }
+}
+
+/// The first segment in flight, at a distance in `range` from `una`, that
+/// flush must send now: never sent, due for retransmission, or with enough
+/// fast ACKs. New data goes out in a run, so the first segment is checked
+/// here, inline; a search past segments that are not due (most of those in
+/// flight at most flushes) is `scan_due`'s.
+#[inline]
+fn due_from(
+    snd: &Ring,
+    una: Seq,
+    range: core::ops::Range<u32>,
+    current: Timestamp,
+    resent: u32,
+    cfg: &KcpConfig,
+) -> Option<u32> {
+    let first = range.start;
+    if first >= range.end {
+        return None;
+    }
+    if is_due(snd.at((una + first).get()), current, resent, cfg) {
+        return Some(first);
+    }
+    scan_due(snd, una, first + 1..range.end, current, resent, cfg)
+}
+
+/// [`due_from`]'s search: a loop without calls, out of line so that its
+/// state stays in registers instead of competing with `flush`'s writer.
+#[inline(never)]
+fn scan_due(
+    snd: &Ring,
+    una: Seq,
+    range: core::ops::Range<u32>,
+    current: Timestamp,
+    resent: u32,
+    cfg: &KcpConfig,
+) -> Option<u32> {
+    range
+        .into_iter()
+        .find(|&i| is_due(snd.at((una + i).get()), current, resent, cfg))
+}
+
+/// Whether flush must send `seg` now (see [`due_from`]).
+#[inline]
+fn is_due(seg: &Segment, current: Timestamp, resent: u32, cfg: &KcpConfig) -> bool {
+    seg.live
+        && (seg.xmit == 0
+            || current >= seg.resendts
+            || (seg.fastack >= resent && cfg.fast_resend_allowed(seg.xmit)))
 }
 
 /// Packs segments into MTU-sized datagrams, as ikcp's flush does.
