@@ -99,6 +99,8 @@ struct LatencySim {
     delay: (u64, u64),
     nmax: usize,
     tx: [u64; 2],
+    /// Bytes sent, each way.
+    tx_bytes: [u64; 2],
     /// Every datagram sent, when `--trace` asks for it.
     log: Option<Vec<Sent>>,
 }
@@ -125,6 +127,7 @@ impl LatencySim {
             delay: (rttmin / 2, rttmax / 2),
             nmax: 1000,
             tx: [0; 2],
+            tx_bytes: [0; 2],
             log: None,
         }
     }
@@ -132,6 +135,7 @@ impl LatencySim {
     /// A datagram sent by `peer` (0 or 1) at `now`.
     fn send(&mut self, peer: usize, now: u64, data: &[u8]) {
         self.tx[peer] += 1;
+        self.tx_bytes[peer] += data.len() as u64;
         let id = self.log.as_mut().map_or(0, |log| {
             log.push(Sent {
                 dir: peer,
@@ -421,6 +425,8 @@ struct Outcome {
     rtts: Vec<u32>,
     /// Datagrams the sender put on the link.
     tx: u64,
+    /// Their bytes.
+    tx_bytes: u64,
     /// Every datagram, both ways (`--trace` only).
     log: Vec<Sent>,
 }
@@ -499,6 +505,7 @@ fn run(mut k1: Box<dyn Peer>, mut k2: Box<dyn Peer>, seed: u64, trace: bool) -> 
     Outcome {
         rtts,
         tx: vnet.tx[0],
+        tx_bytes: vnet.tx_bytes[0],
         log: vnet.log.unwrap_or_default(),
     }
 }
@@ -512,6 +519,8 @@ struct Row {
     max_per_seed: Vec<u32>,
     /// Datagrams the sender put on the link, over all seeds.
     tx: u64,
+    /// Their bytes.
+    tx_bytes: u64,
     /// Seeds on which the bytes differed from ikcp's in the same mode.
     differs: usize,
     fec: FecTotals,
@@ -590,6 +599,7 @@ fn main() {
             sorted: Vec::new(),
             max_per_seed: Vec::new(),
             tx: 0,
+            tx_bytes: 0,
             differs: 0,
             fec: FecTotals::default(),
         };
@@ -626,6 +636,7 @@ fn main() {
             row.max_per_seed
                 .push(o.rtts.iter().copied().max().unwrap_or(0));
             row.tx += o.tx;
+            row.tx_bytes += o.tx_bytes;
             row.sorted.extend_from_slice(&o.rtts);
         }
         row.sorted.sort_unstable();
@@ -674,9 +685,9 @@ fn print_trace(variant: Variant, explained: &mut [(u32, u64, trace::Cause, Strin
 
 fn print_table(rows: &[Row], nseeds: usize) {
     println!(
-        "| mode | impl | avg ms | p50 | p99 | max | max per seed, lowest-highest | seeds with max >= {FEC_MAX_GOAL_MS} | sender datagrams / echo |"
+        "| mode | impl | avg ms | p50 | p99 | max | max per seed, lowest-highest | seeds with max >= {FEC_MAX_GOAL_MS} | sender datagrams / echo | sender bytes / echo |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let lo = r.max_per_seed.iter().min().copied().unwrap_or(0);
         let over = r
@@ -685,7 +696,7 @@ fn print_table(rows: &[Row], nseeds: usize) {
             .filter(|&&m| m >= FEC_MAX_GOAL_MS)
             .count();
         println!(
-            "| {} | {} | {:.1} | {} | {} | {} | {}-{} | {}/{} | {:.2} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {}-{} | {}/{} | {:.2} | {:.0} |",
             r.variant.mode(),
             r.variant.implementation(),
             r.avg(),
@@ -696,7 +707,8 @@ fn print_table(rows: &[Row], nseeds: usize) {
             r.max(),
             over,
             nseeds,
-            r.tx as f64 / r.sorted.len() as f64
+            r.tx as f64 / r.sorted.len() as f64,
+            r.tx_bytes as f64 / r.sorted.len() as f64
         );
     }
     println!("\nFEC runs, both sides, all seeds:\n");

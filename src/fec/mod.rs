@@ -22,10 +22,12 @@
 //! - the decoder keeps a few groups (kcp-go: `3 × (k + m)` packets) and
 //!   forgets a group 60 s after it started.
 //!
-//! Two things are ours: [`FecEncoder::poll`] closes a group that waited too
-//! long on a quiet link (with empty data packets kcp-go accepts), and the
-//! decoder remembers completed groups, so late copies are dropped instead of
-//! being handed to KCP again.
+//! Three things are ours: [`FecEncoder::poll`] closes a group that waited
+//! too long on a quiet link (with empty data packets kcp-go accepts); the
+//! decoder holds all of a closed group's empty packets as soon as one
+//! arrives, so a lost empty packet costs no parity; and it remembers
+//! completed groups, so late copies are dropped instead of being handed to
+//! KCP again.
 //!
 //! Both halves are sans-IO, like [`Kcp`](crate::Kcp): they take bytes and a
 //! time, and hand bytes to a closure. Their buffers are allocated once, at

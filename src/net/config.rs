@@ -161,8 +161,11 @@ pub struct SessionConfig {
     /// traffic is repaired before KCP would retransmit it;
     /// [`FecConfig::early_close`](crate::fec::FecConfig::early_close) and
     /// [`group_wait_divisor`](crate::fec::FecConfig::group_wait_divisor)
-    /// switch and tune this. For latency-bound sparse traffic pick a preset
-    /// with `m ≥ 3` or small groups (docs/tuning.md, "FEC by loss rate").
+    /// switch and tune this. For latency-bound sparse traffic prefer
+    /// [`FecConfig::high_protection`](crate::fec::FecConfig::high_protection)
+    /// (8+4): with one or two parity shards a few lost datagrams in ten
+    /// thousand still wait for KCP's retransmission (docs/tuning.md, "FEC by
+    /// loss rate").
     ///
     /// Memory per session: the encoder holds `k + m` packets and the
     /// decoder `rx_groups × (k + m)` shards of `max_packet` bytes (about
