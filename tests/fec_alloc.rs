@@ -116,3 +116,49 @@ fn recovery_allocates_only_for_new_loss_patterns() {
         assert_eq!(warm, 0);
     }
 }
+
+/// Groups closed early after one datagram, with the group's last empty
+/// packet lost (held from the first one) or, in every other group, the
+/// datagram, the first empty packet and the last parity lost (recovered
+/// only because the empty positions are filled in): after the first
+/// recovery, nothing.
+#[test]
+fn early_closed_groups_decode_without_allocating() {
+    for preset in PRESETS {
+        let cfg = preset();
+        let (k, n) = (cfg.data_shards, cfg.group_len());
+        if k < 3 {
+            continue; // needs two empty packets per group
+        }
+        let mut enc = FecEncoder::new(cfg).unwrap();
+        let mut packets = Vec::new();
+        for i in 0..200 {
+            enc.encode(&datagram(i), |p| packets.push(p.to_vec()))
+                .unwrap();
+            enc.flush_group(|p| packets.push(p.to_vec()));
+        }
+        let mut dec = FecDecoder::new(cfg).unwrap();
+        let lost = |i: usize| {
+            let (group, pos) = (i / n, i % n);
+            if group % 2 == 0 {
+                pos == k - 1
+            } else {
+                pos <= 1 || pos == n - 1
+            }
+        };
+        let mut delivered = 0;
+        let mut feed = |dec: &mut FecDecoder, groups: std::ops::Range<usize>| {
+            for (i, p) in packets.iter().enumerate() {
+                if groups.contains(&(i / n)) && !lost(i) {
+                    dec.decode(0, p, |_| delivered += 1).unwrap();
+                }
+            }
+        };
+        feed(&mut dec, 0..2);
+        let warm = allocations(|| feed(&mut dec, 2..200));
+        assert_eq!(delivered, 200, "{cfg:?}");
+        assert_eq!(dec.stats().recovered, 100);
+        assert!(dec.stats().inferred_empty >= 200);
+        assert_eq!(warm, 0, "{cfg:?}: {warm} allocations");
+    }
+}

@@ -176,6 +176,61 @@ async fn fec_packets_fit_the_configured_mtu() {
     .unwrap();
 }
 
+/// A lone message on a quiet session: its group is closed after a fraction
+/// of the RTO (nine marked empty packets, then parity) with early close on,
+/// and left open, as kcp-go does, with it off.
+#[tokio::test]
+async fn a_waiting_group_is_closed_only_with_early_close() {
+    timeout(Duration::from_secs(20), async {
+        for early_close in [true, false] {
+            let fec = FecConfig {
+                early_close,
+                ..FecConfig::bandwidth_efficient() // 10 + 2
+            };
+            let cfg = fec_config(fec);
+            let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut c = KcpStream::connect(peer.local_addr().unwrap(), cfg)
+                .await
+                .unwrap();
+            c.send_msg(b"hello").await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 2048];
+            // Nothing acknowledges: KCP resends at its RTO, which is longer
+            // than the group's wait, and a few times in a second.
+            let window = tokio::time::sleep(Duration::from_millis(1000));
+            tokio::pin!(window);
+            while seen.len() < 12 {
+                tokio::select! {
+                    r = peer.recv(&mut buf) => seen.push(buf[..r.unwrap()].to_vec()),
+                    _ = &mut window => break,
+                }
+            }
+            let parity = seen.iter().filter(|p| p[4] == 0xF2).count();
+            if early_close {
+                assert_eq!(seen.len(), 12, "{seen:?}");
+                // The message, and a resend if the machine is slow, then
+                // empty packets naming the first empty position.
+                let data = seen.iter().take_while(|p| p.len() > 24).count();
+                assert!((1..10).contains(&data), "{data}");
+                for (i, p) in seen.iter().enumerate() {
+                    assert_eq!(p[..4], (i as u32).to_le_bytes());
+                    if (data..10).contains(&i) {
+                        assert_eq!(p.len(), 24);
+                        assert_eq!(p[4..10], [0xF1, 0, 2, 0, 0xE5, data as u8]);
+                    }
+                }
+                assert_eq!(parity, 2);
+            } else {
+                assert!(!seen.is_empty() && seen.len() < 10, "{}", seen.len());
+                assert_eq!(parity, 0);
+                assert!(seen.iter().all(|p| p.len() > 24), "an empty packet");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// FEC at one end only: nothing gets through, and the client times out.
 #[tokio::test]
 async fn fec_at_one_end_only_times_out() {
