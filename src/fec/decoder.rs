@@ -29,9 +29,8 @@ pub struct FecDecoderStats {
     /// Recovered data shards whose size field made no sense (kcp-go's
     /// `FECErrs`): corrupted input.
     pub recovery_errors: u64,
-    /// Empty data shards taken as held before they arrived, because an
-    /// earlier position of their group brought an empty one (see
-    /// [`FecDecoder`]).
+    /// Empty data shards held before they arrived, because another empty
+    /// packet of their group did (see [`FecDecoder`]).
     pub inferred_empty: u64,
 }
 

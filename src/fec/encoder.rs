@@ -445,6 +445,21 @@ mod tests {
     }
 
     #[test]
+    fn golden_empty_packets() {
+        let mut enc = FecEncoder::new(FecConfig::balanced()).unwrap();
+        let mut out = Vec::new();
+        collect(&mut enc, &[0xAB; 30], &mut out);
+        collect(&mut enc, &[0xCD; 30], &mut out);
+        enc.flush_group(|p| out.push(p.to_vec()));
+        let mut empty = vec![0u8; 24];
+        empty[4..10].copy_from_slice(&[0xF1, 0, 2, 0, EMPTY_MARK, 2]);
+        for (seqid, p) in [(2u8, &out[2]), (3, &out[3])] {
+            empty[0] = seqid;
+            assert_eq!(p, &empty);
+        }
+    }
+
+    #[test]
     fn poll_leaves_groups_open_without_early_close() {
         let cfg = FecConfig {
             early_close: false,
