@@ -265,9 +265,33 @@ impl<O: KcpOutput> Kcp<O> {
 
     /// [`recv`](Self::recv) once something is queued.
     fn recv_queued(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
-        let size = self.peek_size()?;
         let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
-        let n = if self.cfg.stream {
+        let head = *self.rcv.at(self.rcv_head().get());
+        let n = if !self.cfg.stream && head.frg == 0 {
+            // A message of one segment, the usual case.
+            let len = head.len as usize;
+            if len > buf.len() {
+                return Err(KcpError::BufferTooSmall { needed: len });
+            }
+            buf[..len].copy_from_slice(&self.rcv_pool.block(head.block)[..len]);
+            self.pop_rcv_head();
+            len
+        } else {
+            self.recv_general(buf)?
+        };
+        self.move_to_queue();
+        // The application just made room in a full window: tell the peer now
+        // rather than let it wait for its next probe.
+        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            self.probe |= ASK_TELL;
+        }
+        Ok(n)
+    }
+
+    /// [`recv`](Self::recv) in stream mode or of a fragmented message.
+    fn recv_general(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
+        let size = self.peek_size()?;
+        Ok(if self.cfg.stream {
             if buf.is_empty() {
                 return Err(KcpError::BufferTooSmall { needed: 1 });
             }
@@ -277,14 +301,7 @@ impl<O: KcpOutput> Kcp<O> {
                 return Err(KcpError::BufferTooSmall { needed: size });
             }
             self.read_message(buf)
-        };
-        self.move_to_queue();
-        // The application just made room in a full window: tell the peer now
-        // rather than let it wait for its next probe.
-        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
-            self.probe |= ASK_TELL;
-        }
-        Ok(n)
+        })
     }
 
     /// Size of the next message (message mode) or bytes readable (stream).
@@ -918,6 +935,14 @@ impl<O: KcpOutput> Kcp<O> {
             live: true,
             ..Default::default()
         };
+        if h.sn == self.rcv_nxt && self.nrcv_buf == 0 && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            // In order with nothing waiting behind it, the usual case:
+            // straight into the queue, what `move_to_queue` would do.
+            self.rcv_queue_bytes += body.len();
+            self.nrcv_que += 1;
+            self.rcv_nxt += 1;
+            return;
+        }
         self.nrcv_buf += 1;
         self.move_to_queue();
     }

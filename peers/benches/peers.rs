@@ -330,11 +330,54 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
 }
 
-/// `peers time <round|bulk0|bulk10> <reps>`: the three implementations in
+/// The copies alone of a bulk transfer: each of the [`BULK`] / [`SEG`]
+/// messages is copied four times, as our core and the link do (message →
+/// send block, block → sink, sink → receive block, block → the caller's
+/// buffer), through buffers of a 256-segment window. The floor under our
+/// `bulk` time; ikcp makes one copy more (into its flush buffer).
+fn copies_only(rounds: usize) -> usize {
+    const WND: usize = 256;
+    let mut snd = vec![0u8; WND * (SEG + 24)];
+    let mut sink = vec![0u8; WND * (SEG + 24)];
+    let mut rcv = vec![0u8; WND * SEG];
+    let mut msg = [0u8; SEG];
+    let mut buf = [0u8; SEG];
+    let mut total = 0;
+    for _ in 0..rounds {
+        for i in 0..BULK / SEG + 1 {
+            let k = i % WND;
+            msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let s = k * (SEG + 24);
+            snd[s + 24..s + 24 + SEG].copy_from_slice(black_box(&msg));
+            sink[s..s + 24 + SEG].copy_from_slice(black_box(&snd[s..s + 24 + SEG]));
+            rcv[k * SEG..(k + 1) * SEG].copy_from_slice(black_box(&sink[s + 24..s + 24 + SEG]));
+            buf.copy_from_slice(black_box(&rcv[k * SEG..(k + 1) * SEG]));
+            total += black_box(&buf)[0] as usize;
+        }
+    }
+    total
+}
+
+/// `peers time <round|bulk0|bulk10|copies> <reps>`: the three implementations in
 /// turn, one iteration each, `reps` times, so that a change in the
 /// machine's load hits all three alike; prints each one's median and its
 /// ratio to ikcp's.
 fn interleaved(scenario: &str, reps: usize) {
+    if scenario == "copies" {
+        let mut t: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                black_box(copies_only(1));
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!(
+            "copies only (4 per message, 16 MiB): median {:.1} us",
+            t[t.len() / 2]
+        );
+        return;
+    }
     let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Impl::ALL.len()];
     for rep in 0..reps {
