@@ -69,6 +69,11 @@ pub(crate) const MAX_PASSES: usize = 4;
 /// `half_open_timeout`.
 const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 
+/// The longest wait between two asks for a shut window (see
+/// `probe_shut_window`): a peer whose application stopped reading costs a
+/// 24-byte probe a second at most.
+const WINDOW_PROBE_MAX: Duration = Duration::from_secs(1);
+
 /// A lingering session leaves once nothing has arrived for four RTOs, but
 /// not sooner than this after the last datagram (or after it finished).
 const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
@@ -577,6 +582,8 @@ impl Endpoint {
             input_pending: false,
             ack_deferred: false,
             half_open_probes: 0,
+            window_probe_at: None,
+            window_probes: 0,
             lingering_since: None,
             stats: Default::default(),
             #[cfg(feature = "fec")]
@@ -686,11 +693,21 @@ impl Endpoint {
                 return Some((None, Ending::HalfOpen));
             }
             // The probe or its answer may be lost: ask again, less and
-            // less often, until answered.
-            if now >= next_half_open_probe(sess) {
+            // less often, until answered. A peer that keeps sending (its
+            // first flight retransmitted, more data) gets the probe again
+            // in the datagram that acknowledges it, at most every
+            // `HALF_OPEN_PROBE`: no extra datagram, and at heavy loss the
+            // session is not left to expire while the peer is plainly
+            // there (it would then ignore the peer, which hears nothing
+            // until its idle timeout).
+            let timer_due = now >= next_half_open_probe(sess);
+            let answer_due = sess.input_pending && now >= sess.last_probe + HALF_OPEN_PROBE;
+            if timer_due || answer_due {
                 sess.kcp.ask_window();
                 sess.last_probe = now;
-                sess.half_open_probes = sess.half_open_probes.saturating_add(1);
+                if timer_due {
+                    sess.half_open_probes = sess.half_open_probes.saturating_add(1);
+                }
                 force = true;
             }
         } else if let Some(stream) = sess.pending_stream.take() {
@@ -717,6 +734,8 @@ impl Endpoint {
                 force = true;
             }
         }
+
+        force |= probe_shut_window(sess, now);
 
         let shutdown = sess.shared.write_shutdown.load(SeqCst);
         let wrote = match pump_writes(sess) {
@@ -833,6 +852,9 @@ impl Endpoint {
         if let Some(k) = keep_alive(cfg, sess.role).filter(|_| !lingering) {
             at = at.min(next_probe(sess, k, cfg));
         }
+        if let Some(probe) = sess.window_probe_at {
+            at = at.min(probe);
+        }
         #[cfg(feature = "fec")]
         if let Some(d) = fec_deadline {
             let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
@@ -872,6 +894,34 @@ fn begin_linger(sess: &mut Session, now: Instant, counters: &Counters) {
 fn linger_deadline(sess: &Session, since: Instant, cfg: &SessionConfig) -> Instant {
     let quiet = Duration::from_millis(4 * u64::from(sess.kcp.rto())).max(LINGER_QUIET_MIN);
     (since.max(sess.last_recv) + quiet).min(since + cfg.linger)
+}
+
+/// Asks a peer whose window is shut for it again, sooner than KCP would.
+///
+/// ikcp's own probe waits 7 s, then 10.5 s, 15.75 s …, and the peer's
+/// announcement that its window reopened is a single `WINS`: when that one
+/// datagram is lost, the transfer stalls for seconds, and at heavy loss a
+/// lost probe or answer or two outlast the idle timeout. So while the
+/// window is shut and data waits, the session asks one RTO after it shut,
+/// then twice as long after each ask, up to [`WINDOW_PROBE_MAX`]. A `WASK`
+/// is 24 bytes and every KCP implementation answers it. Returns whether a
+/// probe is due now.
+fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
+    if sess.kcp.remote_window() != 0 || sess.kcp.wait_snd() == 0 {
+        sess.window_probe_at = None;
+        sess.window_probes = 0;
+        return false;
+    }
+    let rto = Duration::from_millis(u64::from(sess.kcp.rto()));
+    let wait = |probes: u8| (rto * (1u32 << probes.min(16))).min(WINDOW_PROBE_MAX);
+    let at = *sess.window_probe_at.get_or_insert(now + wait(0));
+    if now < at {
+        return false;
+    }
+    sess.kcp.ask_window();
+    sess.window_probes = sess.window_probes.saturating_add(1);
+    sess.window_probe_at = Some(now + wait(sess.window_probes));
+    true
 }
 
 /// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]

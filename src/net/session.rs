@@ -206,6 +206,10 @@ pub(crate) struct Session {
     /// Window probes repeated while half-open (the first one not counted):
     /// each repeat doubles the wait for the next.
     pub half_open_probes: u8,
+    /// While the peer's window is shut with data waiting: when to ask for
+    /// it next, and how many times it was asked (each doubles the wait).
+    pub window_probe_at: Option<Instant>,
+    pub window_probes: u8,
     /// When the session finished and began to linger (see
     /// `SessionConfig::linger`): it only acknowledges from then on.
     pub lingering_since: Option<Instant>,

@@ -1,0 +1,240 @@
+//! Window announcements (`WINS`) lost on the way, where KCP alone would
+//! wait seconds or give up:
+//!
+//! - a peer's window shuts (its application stops reading), reopens, and
+//!   the one `WINS` that says so is lost. KCP itself would not ask again
+//!   for 7 s (ikcp's first zero-window probe); the session layer asks one
+//!   RTO after the window shut, doubling up to a second;
+//! - a connecting peer's answers to the listener's half-open probe are
+//!   lost several times over while it keeps sending: the listener must
+//!   not let the session expire (it would then ignore the peer).
+//!
+//! The peer is a bare core [`Kcp`] on a std UDP socket, so the test decides
+//! exactly when it reads and which datagrams it loses.
+#![cfg(feature = "tokio")]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use kcp_rs::net::{KcpListener, SessionConfig};
+use kcp_rs::{Kcp, KcpConfig, KcpOutput, KcpResult};
+use tokio::io::AsyncWriteExt;
+
+const CMD_WINS: u8 = 84;
+const BYTES: usize = 256 << 10;
+/// Small, so a few segments shut it.
+const PEER_RCV_WND: u16 = 16;
+
+/// Sends to the listener; drops the next `lose_wins` datagrams that carry
+/// a `WINS`.
+struct Link {
+    sock: UdpSocket,
+    to: SocketAddr,
+    lose_wins: u32,
+    wins_lost: u32,
+}
+
+impl KcpOutput for Link {
+    fn output(&mut self, data: &[u8]) -> KcpResult<usize> {
+        if self.lose_wins > 0 && carries(data, CMD_WINS) {
+            self.lose_wins -= 1;
+            self.wins_lost += 1;
+            return Ok(data.len());
+        }
+        let _ = self.sock.send_to(data, self.to);
+        Ok(data.len())
+    }
+}
+
+/// Whether any segment in `datagram` has command `cmd`.
+fn carries(datagram: &[u8], cmd: u8) -> bool {
+    let mut at = 0;
+    while datagram.len() >= at + 24 {
+        if datagram[at + 4] == cmd {
+            return true;
+        }
+        let len = u32::from_le_bytes(datagram[at + 20..at + 24].try_into().unwrap()) as usize;
+        at += 24 + len;
+    }
+    false
+}
+
+struct Peer {
+    kcp: Kcp<Link>,
+    start: Instant,
+}
+
+impl Peer {
+    fn ms(&self) -> u32 {
+        self.start.elapsed().as_millis() as u32
+    }
+
+    /// Feeds what arrived within ~5 ms to KCP and runs its clock.
+    fn pump(&mut self) {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_millis(5);
+        while Instant::now() < deadline {
+            match self.kcp.output().sock.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let _ = self.kcp.input(&buf[..n]);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = self.ms();
+        self.kcp.update(now);
+    }
+
+    fn read_all(&mut self, out: &mut Vec<u8>) {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = self.kcp.recv(&mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+impl Peer {
+    fn new(server: SocketAddr, cfg: KcpConfig) -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(2)))
+            .unwrap();
+        let link = Link {
+            sock,
+            to: server,
+            lose_wins: 0,
+            wins_lost: 0,
+        };
+        Peer {
+            kcp: Kcp::with_config(0x5eed, link, cfg).unwrap(),
+            start: Instant::now(),
+        }
+    }
+}
+
+fn run_peer(server: SocketAddr) -> (Vec<u8>, Duration, u32) {
+    let cfg = KcpConfig {
+        stream: true,
+        rcv_wnd: PEER_RCV_WND,
+        ..SessionConfig::default().kcp
+    };
+    let mut peer = Peer::new(server, cfg);
+    peer.kcp.send(b"hi").unwrap();
+    let give_up = Instant::now() + Duration::from_secs(40);
+    let mut got = Vec::new();
+
+    // Do not read until the server has filled the window.
+    while peer.kcp.queued_recv() < u32::from(PEER_RCV_WND) {
+        assert!(Instant::now() < give_up, "the window never filled");
+        peer.pump();
+    }
+    // Let the server see the shut window (the ACKs carry it).
+    for _ in 0..20 {
+        peer.pump();
+    }
+    // Read: KCP announces the reopened window with one WINS; lose it.
+    peer.kcp.output_mut().lose_wins = 1;
+    peer.read_all(&mut got);
+    let reopened = Instant::now();
+    let before = got.len();
+    let mut resumed = None;
+    while got.len() < BYTES {
+        assert!(Instant::now() < give_up, "stalled at {} bytes", got.len());
+        peer.pump();
+        peer.read_all(&mut got);
+        if resumed.is_none() && got.len() > before {
+            resumed = Some(reopened.elapsed());
+        }
+    }
+    // Acknowledge the tail before leaving.
+    for _ in 0..20 {
+        peer.pump();
+    }
+    let lost = peer.kcp.output().wins_lost;
+    (got, resumed.expect("data after the reopening"), lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_window_update_costs_about_a_second_not_seven() {
+    let cfg = SessionConfig {
+        kcp: KcpConfig {
+            stream: true,
+            ..SessionConfig::default().kcp
+        },
+        ..SessionConfig::default()
+    };
+    let listener = KcpListener::bind("127.0.0.1:0", cfg).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::task::spawn_blocking(move || run_peer(addr));
+    let (mut s, _) = listener.accept().await.unwrap();
+    let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    let write = tokio::spawn(async move {
+        s.write_all(&data).await.unwrap();
+        s.shutdown().await.unwrap();
+        s
+    });
+    let (got, resumed, lost) = tokio::time::timeout(Duration::from_secs(60), peer)
+        .await
+        .expect("peer finished")
+        .unwrap();
+    let s = write.await.unwrap();
+    let expect: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    assert!(got == expect, "bytes differ");
+    assert_eq!(lost, 1, "the reopening WINS was not the one lost");
+    eprintln!(
+        "resumed {resumed:?} after the window reopened; server saw window {} at the end",
+        s.stats().remote_window
+    );
+    // ikcp's first probe comes 7 s after the window shut; ours one RTO
+    // (200 ms at the default minimum) after, then every 0.4, 0.8, 1 s.
+    assert!(
+        resumed < Duration::from_secs(3),
+        "took {resumed:?} to resume after a lost window update"
+    );
+}
+
+/// How many of the connecting peer's answers to the half-open probe are
+/// lost: more than the listener's timer alone repeats the probe within
+/// `half_open_timeout` (at 0, 0.2, 0.6, 1.4 and 3.0 s of the default 5 s).
+const ANSWERS_LOST: u32 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_is_confirmed_despite_lost_answers() {
+    let cfg = SessionConfig::default();
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let peer = tokio::task::spawn_blocking(move || {
+        let mut peer = Peer::new(addr, cfg.kcp);
+        peer.kcp.output_mut().lose_wins = ANSWERS_LOST;
+        // A message every 50 ms, as a game client would send.
+        let mut next = Instant::now();
+        let mut sent = 0u32;
+        while stop_rx.try_recv().is_err() && peer.start.elapsed() < Duration::from_secs(20) {
+            if Instant::now() >= next {
+                peer.kcp.send(&sent.to_le_bytes()).unwrap();
+                sent += 1;
+                next += Duration::from_millis(50);
+            }
+            peer.pump();
+        }
+        peer.kcp.output().wins_lost
+    });
+    let started = Instant::now();
+    let accepted = tokio::time::timeout(Duration::from_secs(8), listener.accept()).await;
+    let waited = started.elapsed();
+    let _ = stop_tx.send(());
+    let lost = peer.await.unwrap();
+    let st = listener.stats();
+    assert_eq!(lost, ANSWERS_LOST, "the peer lost fewer answers than meant");
+    let Ok(Ok((mut s, _))) = accepted else {
+        panic!("not accepted within 8 s although the peer kept sending: {st:?}")
+    };
+    eprintln!("accepted after {waited:?} with {lost} answers lost; {st:?}");
+    assert_eq!(st.half_open_expired, 0, "{st:?}");
+    // Everything the peer sent before it was confirmed is there, in order.
+    let mut first = [0u8; 4];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut first)
+        .await
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(first), 0);
+}
