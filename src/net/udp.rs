@@ -232,9 +232,28 @@ impl UdpIo {
                 let mut iovs: [IoSliceMut<'_>; RX_SLOTS] =
                     std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
                 let mut meta = [quinn_udp::RecvMeta::default(); RX_SLOTS];
+                // A batch shorter than what one call can fill (`recvmmsg`
+                // stops at the first datagram that is not there) emptied
+                // the socket: say `WouldBlock` so that tokio clears the
+                // readiness now, instead of after one more call that only
+                // finds `EAGAIN` (half the receive calls of a ping-pong).
+                // A datagram arriving meanwhile keeps it set (tokio
+                // compares the readiness tick).
+                let mut got = 0;
                 let r = self.socket.try_io(Interest::READABLE, || {
-                    self.state.recv((&self.socket).into(), &mut iovs, &mut meta)
+                    let n = self
+                        .state
+                        .recv((&self.socket).into(), &mut iovs, &mut meta)?;
+                    got = n;
+                    if n < RX_SLOTS.min(quinn_udp::BATCH_SIZE) {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
                 });
+                let r = match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+                    r => r,
+                };
                 match r {
                     Ok(n) => {
                         for m in &meta[..n] {
