@@ -34,7 +34,16 @@
 //! **Opening.** [`KcpStream::connect`] uses a socket of its own and returns
 //! at once (KCP has no handshake). A listener opens a session for a datagram
 //! that looks like a conversation's first flight, within its limits, and
-//! hands it to `accept` once the peer has answered a window probe.
+//! hands it to `accept` once the peer has answered a window probe. The probe
+//! is repeated on a doubling timer, and also (at most every 200 ms) in the
+//! datagram that acknowledges each further datagram from the peer, so a
+//! peer that keeps sending is confirmed even when several answers are lost.
+//!
+//! **Shut windows.** When the peer's receive window is shut and data waits,
+//! the session asks for it one RTO later, then twice as long after each ask
+//! up to a second: ikcp alone waits 7 s, then 10.5 s …, and the peer's
+//! single announcement that its window reopened may be lost. The core stays
+//! ikcp's; these are the layer's own timers, and every KCP peer answers.
 //!
 //! **Ending.** KCP has no FIN; see [`KcpStream`'s docs](KcpStream#how-a-session-ends).
 //! A vanished peer is noticed within [`SessionConfig::idle_timeout`]. A
