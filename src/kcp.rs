@@ -107,6 +107,13 @@ pub struct Kcp<O> {
     ts_probe: Timestamp,
     probe_wait: u32,
     probe: u8,
+    // No segment sent before the last flush is due for retransmission before
+    // `resend_floor` (a lower bound of their resend times), nor for a fast
+    // retransmission unless `fastack_seen` (fast ACKs counted since, or a
+    // segment resent on timeout that kept enough of them): flush then skips
+    // them.
+    resend_floor: Timestamp,
+    fastack_seen: bool,
 
     acks: AckList,
     buffer: FlushBuf,
@@ -177,6 +184,8 @@ impl<O: KcpOutput> Kcp<O> {
             ts_probe: Timestamp::new(0),
             probe_wait: 0,
             probe: 0,
+            resend_floor: Timestamp::new(0),
+            fastack_seen: false,
             buffer: FlushBuf::new(config.mtu as usize),
             stats: KcpStats::default(),
             output,
@@ -579,15 +588,17 @@ impl<O: KcpOutput> Kcp<O> {
         }
         self.probe = 0;
 
-        // Move queued segments into flight as far as the window allows.
-        // (`queue_segment` left xmit and fastack at 0; the loop below sets
-        // the times of a segment never sent.)
-        while self.nsnd_que > 0 && self.snd_nxt < self.snd_una + cwnd {
-            self.snd.at_mut(self.snd_nxt.get()).sn = self.snd_nxt;
-            self.snd_nxt += 1;
-            self.nsnd_que -= 1;
-            self.nsnd_buf += 1;
-        }
+        // Move queued segments into flight as far as the window allows: a
+        // queued segment already carries the sn of its ring position, and
+        // xmit and fastack 0 (`queue_segment`); the loop below sets the
+        // times of a segment never sent.
+        let sent_before = self.snd_nxt.distance_from(self.snd_una);
+        let moved = self
+            .nsnd_que
+            .min((self.snd_una + cwnd).distance_from(self.snd_nxt));
+        self.snd_nxt += moved;
+        self.nsnd_que -= moved;
+        self.nsnd_buf += moved;
 
         let rtomin = if self.cfg.nodelay {
             0
@@ -599,9 +610,35 @@ impl<O: KcpOutput> Kcp<O> {
         ctl.cmd = CMD_PUSH;
         // Segments in flight, by distance from snd_una. New data is sent in
         // a run, so the segment after one sent is checked here; the search
-        // past segments that are not due is `next_due`'s.
+        // past segments that are not due is `scan_due`'s. Those sent before
+        // this flush are skipped while none of them can be due; otherwise
+        // the search computes their earliest resend time again.
         let end = self.snd_nxt.distance_from(self.snd_una);
-        let mut next = due_from(&self.snd, self.snd_una, 0..end, current, resent, &self.cfg);
+        let start = if self.fastack_seen || current >= self.resend_floor {
+            self.resend_floor = current + RTO_MAX;
+            0
+        } else {
+            sent_before
+        };
+        self.fastack_seen = false;
+        #[cfg(debug_assertions)]
+        for i in 0..start {
+            let seg = self.snd.at((self.snd_una + i).get());
+            debug_assert!(
+                !is_due(seg, current, resent, &self.cfg),
+                "skipped a due {seg:?}"
+            );
+        }
+        let mut floor = self.resend_floor;
+        let mut next = due_from(
+            &self.snd,
+            self.snd_una,
+            start..end,
+            current,
+            resent,
+            &self.cfg,
+            &mut floor,
+        );
         while let Some(i) = next {
             let seg = self.snd.at_mut((self.snd_una + i).get());
             let mut needsend = false;
@@ -627,6 +664,11 @@ impl<O: KcpOutput> Kcp<O> {
                 seg.rto = seg.rto.saturating_add(step).min(RTO_BACKOFF_MAX);
                 seg.resendts = current + seg.rto;
                 lost = true;
+                // ikcp keeps the fast ACKs of a segment resent on timeout:
+                // enough of them make it due again at the next flush.
+                if seg.fastack >= resent && self.cfg.fast_resend_allowed(seg.xmit) {
+                    self.fastack_seen = true;
+                }
             } else if seg.fastack >= resent && self.cfg.fast_resend_allowed(seg.xmit) {
                 needsend = true;
                 seg.xmit += 1;
@@ -646,6 +688,9 @@ impl<O: KcpOutput> Kcp<O> {
                 if seg.xmit >= self.cfg.dead_link {
                     self.dead = true;
                 }
+                if seg.resendts < floor {
+                    floor = seg.resendts;
+                }
             }
             next = due_from(
                 &self.snd,
@@ -654,8 +699,10 @@ impl<O: KcpOutput> Kcp<O> {
                 current,
                 resent,
                 &self.cfg,
+                &mut floor,
             );
         }
+        self.resend_floor = floor;
         out.finish();
 
         if change {
@@ -839,6 +886,7 @@ impl<O: KcpOutput> Kcp<O> {
         self.snd_pool.block_mut(block)[OVERHEAD..OVERHEAD + chunk.len()].copy_from_slice(chunk);
         let pos = self.snd_nxt + self.nsnd_que;
         *self.snd.at_mut(pos.get()) = crate::segment::Segment {
+            sn: pos,
             block,
             len: chunk.len() as u16,
             frg,
@@ -1026,6 +1074,7 @@ impl<O: KcpOutput> Kcp<O> {
             let seg = self.snd.at_mut((self.snd_una + i).get());
             if seg.live && ts >= seg.ts {
                 seg.fastack += 1;
+                self.fastack_seen = true;
             }
         }
     }
@@ -1075,7 +1124,8 @@ impl<O: KcpOutput> Kcp<O> {
 /// flush must send now: never sent, due for retransmission, or with enough
 /// fast ACKs. New data goes out in a run, so the first segment is checked
 /// here, inline; a search past segments that are not due (most of those in
-/// flight at most flushes) is `scan_due`'s.
+/// flight at most flushes) is `scan_due`'s, which lowers `floor` to the
+/// resend time of each segment it passes.
 #[inline]
 fn due_from(
     snd: &Ring,
@@ -1084,6 +1134,7 @@ fn due_from(
     current: Timestamp,
     resent: u32,
     cfg: &KcpConfig,
+    floor: &mut Timestamp,
 ) -> Option<u32> {
     let first = range.start;
     if first >= range.end {
@@ -1092,7 +1143,7 @@ fn due_from(
     if is_due(snd.at((una + first).get()), current, resent, cfg) {
         return Some(first);
     }
-    scan_due(snd, una, first + 1..range.end, current, resent, cfg)
+    scan_due(snd, una, range, current, resent, cfg, floor)
 }
 
 /// [`due_from`]'s search: a loop without calls, out of line so that its
@@ -1105,10 +1156,24 @@ fn scan_due(
     current: Timestamp,
     resent: u32,
     cfg: &KcpConfig,
+    floor: &mut Timestamp,
 ) -> Option<u32> {
-    range
-        .into_iter()
-        .find(|&i| is_due(snd.at((una + i).get()), current, resent, cfg))
+    let mut low = *floor;
+    for i in range {
+        let seg = snd.at((una + i).get());
+        if !seg.live {
+            continue;
+        }
+        if is_due(seg, current, resent, cfg) {
+            *floor = low;
+            return Some(i);
+        }
+        if seg.resendts < low {
+            low = seg.resendts;
+        }
+    }
+    *floor = low;
+    None
 }
 
 /// Whether flush must send `seg` now (see [`due_from`]).
