@@ -301,15 +301,22 @@ impl Endpoint {
         for _ in 0..MAX_PASSES {
             let now = Instant::now();
             let mut work = 0;
+            // Whether the commands and the socket were read until `Pending`
+            // (their wakers are registered), not cut off by a batch limit.
+            let mut drained = false;
             for _ in 0..CMD_BATCH {
                 match self.cmd_rx.poll_recv(cx) {
                     Poll::Ready(Some(cmd)) => {
                         work += 1;
                         self.on_cmd(cmd);
                     }
-                    _ => break,
+                    _ => {
+                        drained = true;
+                        break;
+                    }
                 }
             }
+            let mut recv_drained = false;
             let mut batch = std::mem::take(&mut self.rx);
             let mut received = 0;
             while received < RECV_BATCH {
@@ -334,9 +341,13 @@ impl Endpoint {
                         received += 1;
                         self.on_recv_error(e);
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        recv_drained = true;
+                        break;
+                    }
                 }
             }
+            drained &= recv_drained;
             self.rx = batch;
             for _ in 0..TIMER_BATCH {
                 match self.timers.poll_expired(cx) {
@@ -358,6 +369,30 @@ impl Endpoint {
             }
             if work == 0 {
                 return Poll::Pending;
+            }
+            // Commands and datagrams that come from now on wake the task,
+            // so another pass would only find them empty; the timers
+            // `drive_dirty` moved must still be polled (that registers
+            // them).
+            if drained {
+                let mut expired = false;
+                for _ in 0..TIMER_BATCH {
+                    match self.timers.poll_expired(cx) {
+                        Poll::Ready(Some(e)) => {
+                            expired = true;
+                            let id = e.into_inner();
+                            if let Some(s) = self.sessions.get_mut(&id) {
+                                s.timer = None;
+                                s.deadline = None;
+                            }
+                            self.mark_dirty(id);
+                        }
+                        _ => break,
+                    }
+                }
+                if !expired {
+                    return Poll::Pending;
+                }
             }
         }
         cx.waker().wake_by_ref();
