@@ -24,7 +24,7 @@ use crate::error::{KcpError, KcpResult};
 use crate::segment::Segment;
 use crate::sequence::{Seq, Timestamp};
 use crate::stats::KcpStats;
-use crate::storage::{AckList, FlushBuf, RecvPool, Ring, SendPool};
+use crate::storage::{copy_payload, AckList, FlushBuf, RecvPool, Ring, SendPool};
 
 /// Where a session's datagrams go: a socket, a channel, a test link.
 ///
@@ -282,7 +282,7 @@ impl<O: KcpOutput> Kcp<O> {
             if len > buf.len() {
                 return Err(KcpError::BufferTooSmall { needed: len });
             }
-            buf[..len].copy_from_slice(&self.rcv_pool.block(head.block)[..len]);
+            copy_payload(&mut buf[..len], self.rcv_pool.bytes(head.block, 0, len));
             self.pop_rcv_head();
             len
         } else {
@@ -683,7 +683,8 @@ impl<O: KcpOutput> Kcp<O> {
                 ctl.ts = current;
                 ctl.sn = seg.sn;
                 ctl.len = seg.len as u32;
-                out.push_block(&ctl, self.snd_pool.block_mut(seg.block));
+                let need = OVERHEAD + seg.len as usize;
+                out.push_block(&ctl, self.snd_pool.bytes_mut(seg.block, 0, need));
                 out.stats.out_segments += 1;
                 if seg.xmit >= self.cfg.dead_link {
                     self.dead = true;
@@ -861,7 +862,8 @@ impl<O: KcpOutput> Kcp<O> {
         }
         last.len += extend as u16;
         let block = last.block;
-        self.snd_pool.block_mut(block)[OVERHEAD + old..OVERHEAD + old + extend]
+        self.snd_pool
+            .bytes_mut(block, OVERHEAD + old, extend)
             .copy_from_slice(&data[..extend]);
         extend
     }
@@ -883,7 +885,7 @@ impl<O: KcpOutput> Kcp<O> {
         let Some(block) = self.snd_pool.take() else {
             unreachable!("send pool holds one block per ring slot");
         };
-        self.snd_pool.block_mut(block)[OVERHEAD..OVERHEAD + chunk.len()].copy_from_slice(chunk);
+        copy_payload(self.snd_pool.bytes_mut(block, OVERHEAD, chunk.len()), chunk);
         let pos = self.snd_nxt + self.nsnd_que;
         *self.snd.at_mut(pos.get()) = crate::segment::Segment {
             sn: pos,
@@ -917,7 +919,7 @@ impl<O: KcpOutput> Kcp<O> {
         while self.nrcv_que > 0 {
             let seg = *self.rcv.at(self.rcv_head().get());
             let len = seg.len as usize;
-            buf[n..n + len].copy_from_slice(&self.rcv_pool.block(seg.block)[..len]);
+            buf[n..n + len].copy_from_slice(self.rcv_pool.bytes(seg.block, 0, len));
             n += len;
             self.pop_rcv_head();
             if seg.frg == 0 {
@@ -933,7 +935,7 @@ impl<O: KcpOutput> Kcp<O> {
             let seg = *self.rcv.at(self.rcv_head().get());
             let off = self.rcv_head_off;
             let take = (seg.len as usize - off).min(buf.len() - n);
-            buf[n..n + take].copy_from_slice(&self.rcv_pool.block(seg.block)[off..off + take]);
+            buf[n..n + take].copy_from_slice(self.rcv_pool.bytes(seg.block, off, take));
             n += take;
             if off + take == seg.len as usize {
                 self.pop_rcv_head();
@@ -973,7 +975,7 @@ impl<O: KcpOutput> Kcp<O> {
         let Some(block) = self.rcv_pool.take() else {
             unreachable!("receive pool holds one block per ring slot");
         };
-        self.rcv_pool.block_mut(block)[..body.len()].copy_from_slice(body);
+        copy_payload(self.rcv_pool.bytes_mut(block, 0, body.len()), body);
         *self.rcv.at_mut(h.sn.get()) = crate::segment::Segment {
             sn: h.sn,
             ts: h.ts,
@@ -1205,7 +1207,8 @@ impl<O: KcpOutput> Writer<'_, O> {
     }
 
     /// Appends a PUSH whose `h.len` bytes of data sit in a send-pool
-    /// `block` after a header's room.
+    /// `block` after a header's room (`block` is the header's room and the
+    /// data, `OVERHEAD + h.len` bytes).
     ///
     /// A segment that starts a datagram and leaves no room for another
     /// header after it (a full-size one, typically) would go out alone
@@ -1220,11 +1223,14 @@ impl<O: KcpOutput> Writer<'_, O> {
         }
         if self.len == 0 && need + OVERHEAD > self.buf.len() {
             h.emit(block);
-            self.send(&block[..need]);
+            self.send(block);
             return;
         }
         h.emit(&mut self.buf[self.len..]);
-        self.buf[self.len + OVERHEAD..self.len + need].copy_from_slice(&block[OVERHEAD..need]);
+        copy_payload(
+            &mut self.buf[self.len + OVERHEAD..self.len + need],
+            &block[OVERHEAD..],
+        );
         self.len += need;
     }
 

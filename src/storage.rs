@@ -98,6 +98,30 @@ impl AckList {
     }
 }
 
+/// `dst.copy_from_slice(src)` without a call to `memcpy` for up to 64
+/// bytes: two fixed-size moves that overlap in the middle (the small-size
+/// path of `memcpy` itself, inlined). Larger payloads go to `memcpy`.
+#[inline(always)]
+pub(crate) fn copy_payload(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n > 64 {
+        dst.copy_from_slice(src);
+    } else if n >= 32 {
+        dst[..32].copy_from_slice(&src[..32]);
+        dst[n - 32..n].copy_from_slice(&src[n - 32..]);
+    } else if n >= 16 {
+        dst[..16].copy_from_slice(&src[..16]);
+        dst[n - 16..n].copy_from_slice(&src[n - 16..]);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 pub(crate) use imp::{FlushBuf, RecvPool, SendPool};
 
 #[cfg(feature = "alloc")]
@@ -184,16 +208,21 @@ mod imp {
             self.free.push(id);
         }
 
+        /// Bytes `start..start + len` of block `id`: one range check, on
+        /// the whole pool; the caller keeps `start + len` within a block.
         #[inline]
-        pub fn block(&self, id: u32) -> &[u8] {
-            let start = id as usize * self.block;
-            &self.bytes[start..start + self.block]
+        pub fn bytes(&self, id: u32, start: usize, len: usize) -> &[u8] {
+            debug_assert!(id < self.made && start + len <= self.block);
+            let at = id as usize * self.block + start;
+            &self.bytes[at..at + len]
         }
 
+        /// [`bytes`](Self::bytes), mutably.
         #[inline]
-        pub fn block_mut(&mut self, id: u32) -> &mut [u8] {
-            let start = id as usize * self.block;
-            &mut self.bytes[start..start + self.block]
+        pub fn bytes_mut(&mut self, id: u32, start: usize, len: usize) -> &mut [u8] {
+            debug_assert!(id < self.made && start + len <= self.block);
+            let at = id as usize * self.block + start;
+            &mut self.bytes[at..at + len]
         }
 
         /// Bytes held now (payload plus free list).
@@ -289,14 +318,16 @@ mod imp {
             self.nfree += 1;
         }
 
+        /// Bytes `start..start + len` of block `id`.
         #[inline]
-        pub fn block(&self, id: u32) -> &[u8] {
-            &self.blocks[id as usize]
+        pub fn bytes(&self, id: u32, start: usize, len: usize) -> &[u8] {
+            &self.blocks[id as usize][start..start + len]
         }
 
+        /// [`bytes`](Self::bytes), mutably.
         #[inline]
-        pub fn block_mut(&mut self, id: u32) -> &mut [u8] {
-            &mut self.blocks[id as usize]
+        pub fn bytes_mut(&mut self, id: u32, start: usize, len: usize) -> &mut [u8] {
+            &mut self.blocks[id as usize][start..start + len]
         }
 
         pub fn footprint(&self) -> usize {
@@ -332,12 +363,24 @@ mod tests {
         let c = p.take().unwrap();
         assert!(p.take().is_none());
         assert!(a != b && b != c && a != c);
-        p.block_mut(b)[..3].copy_from_slice(b"abc");
+        p.bytes_mut(b, 0, 3).copy_from_slice(b"abc");
         p.give(b);
         let d = p.take().unwrap();
         assert_eq!(d, b);
-        assert_eq!(&p.block(d)[..3], b"abc");
+        assert_eq!(p.bytes(d, 0, 3), b"abc");
         assert!(p.take().is_none());
+    }
+
+    #[test]
+    fn copy_payload_copies_every_length() {
+        let src: [u8; 130] = core::array::from_fn(|i| i as u8 ^ 0x5a);
+        for n in 0..=src.len() {
+            let mut dst = [0u8; 132];
+            copy_payload(&mut dst[1..1 + n], &src[..n]);
+            assert_eq!(&dst[1..1 + n], &src[..n], "length {n}");
+            assert_eq!(dst[0], 0);
+            assert!(dst[1 + n..].iter().all(|&b| b == 0), "length {n}");
+        }
     }
 
     #[test]
