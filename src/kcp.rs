@@ -382,6 +382,10 @@ impl<O: KcpOutput> Kcp<O> {
         self.stats.in_bytes += data.len() as u64;
 
         let prev_una = self.snd_una;
+        // RTT samples are folded in locals, the RTO computed once at the end
+        // (from the last estimate, as computing it after every sample would).
+        let (mut srtt, mut rttval) = (self.rx_srtt, self.rx_rttval);
+        let mut sampled = false;
         let mut latest: Option<(Seq, Timestamp)> = None;
         let mut rest = data;
         while let Some((h, body, tail)) = split_segment(rest) {
@@ -393,7 +397,8 @@ impl<O: KcpOutput> Kcp<O> {
                 CMD_ACK => {
                     let rtt = self.current.diff(h.ts);
                     if rtt >= 0 {
-                        self.update_rtt(rtt);
+                        (srtt, rttval) = rtt_sample(srtt, rttval, rtt);
+                        sampled = true;
                     }
                     self.parse_ack(h.sn);
                     // ikcp's conservative fast-ack rule: the newest ACK by
@@ -419,6 +424,9 @@ impl<O: KcpOutput> Kcp<O> {
                 // WINS (its window was read above), PUSH beyond the window.
                 _ => {}
             }
+        }
+        if sampled {
+            self.update_rto(srtt, rttval);
         }
         if let Some((sn, ts)) = latest {
             self.parse_fastack(sn, ts);
@@ -1001,19 +1009,11 @@ impl<O: KcpOutput> Kcp<O> {
         (self.cfg.rcv_wnd as u32).saturating_sub(self.nrcv_que) as u16
     }
 
-    fn update_rtt(&mut self, rtt: i32) {
-        if self.rx_srtt == 0 {
-            self.rx_srtt = rtt;
-            self.rx_rttval = rtt / 2;
-        } else {
-            // In i64: a forged ACK's `ts` can make `rtt` (and so rttval)
-            // close to i32::MAX, and 3 * rttval would overflow.
-            let delta = (rtt as i64 - self.rx_srtt as i64).abs();
-            self.rx_rttval = ((3 * self.rx_rttval as i64 + delta) / 4) as i32;
-            self.rx_srtt = ((7 * self.rx_srtt as i64 + rtt as i64) / 8) as i32;
-            self.rx_srtt = self.rx_srtt.max(1);
-        }
-        let rto = self.rx_srtt as i64 + (self.cfg.interval as i64).max(4 * self.rx_rttval as i64);
+    /// Sets the RTT estimate and the RTO computed from it.
+    fn update_rto(&mut self, srtt: i32, rttval: i32) {
+        self.rx_srtt = srtt;
+        self.rx_rttval = rttval;
+        let rto = srtt as i64 + (self.cfg.interval as i64).max(4 * rttval as i64);
         self.rx_rto = rto.clamp(self.rx_minrto as i64, RTO_MAX as i64) as u32;
     }
 
@@ -1120,6 +1120,21 @@ impl<O: KcpOutput> Kcp<O> {
             u32::MAX
         }
     }
+}
+
+/// ikcp's RTT estimator: one sample `rtt` folded into the smoothed RTT and
+/// its variation (`srtt` 0 before the first sample).
+#[inline]
+fn rtt_sample(srtt: i32, rttval: i32, rtt: i32) -> (i32, i32) {
+    if srtt == 0 {
+        return (rtt, rtt / 2);
+    }
+    // In i64: a forged ACK's `ts` can make `rtt` (and so rttval) close to
+    // i32::MAX, and 3 * rttval would overflow.
+    let delta = (rtt as i64 - srtt as i64).abs();
+    let rttval = ((3 * rttval as i64 + delta) / 4) as i32;
+    let srtt = (((7 * srtt as i64 + rtt as i64) / 8) as i32).max(1);
+    (srtt, rttval)
 }
 
 /// The first segment in flight, at a distance in `range` from `una`, that
