@@ -975,7 +975,7 @@ impl<O: KcpOutput> Kcp<O> {
     fn parse_data(&mut self, h: &Header, body: &[u8]) {
         // Caller checked rcv_nxt <= sn < rcv_nxt + rcv_wnd, so the slot is
         // not one of the application queue's.
-        let slot = self.rcv.at(h.sn.get());
+        let slot = self.rcv.at_mut(h.sn.get());
         if slot.live && slot.sn == h.sn {
             self.stats.duplicate_segments += 1;
             return;
@@ -984,7 +984,7 @@ impl<O: KcpOutput> Kcp<O> {
             unreachable!("receive pool holds one block per ring slot");
         };
         copy_payload(self.rcv_pool.bytes_mut(block, 0, body.len()), body);
-        *self.rcv.at_mut(h.sn.get()) = crate::segment::Segment {
+        *slot = crate::segment::Segment {
             sn: h.sn,
             ts: h.ts,
             block,
