@@ -161,29 +161,45 @@ impl RoundPair {
 
     /// One round of `count` messages; returns the messages received.
     fn round(&mut self, count: usize) -> usize {
+        self.round_with(count, |_| {})
+    }
+
+    /// [`round`](Self::round), calling `lap(i)` at the end of each of its
+    /// [`PHASES`].
+    #[inline(always)]
+    fn round_with(&mut self, count: usize, mut lap: impl FnMut(usize)) -> usize {
         self.now += 20;
         let msg = [0x5au8; 64];
         for _ in 0..count {
             self.a.send(&msg).unwrap();
         }
+        lap(0);
         self.a.update(self.now);
         self.a.flush();
+        lap(1);
         let (a, b) = (&mut self.a, &mut self.b);
         a.drain(&mut |d| b.input(d).unwrap());
+        lap(2);
         let mut buf = [0u8; 128];
         let mut got = 0;
         while let Some(n) = b.recv(&mut buf) {
             assert_eq!(n, 64);
             got += 1;
         }
+        lap(3);
         b.update(self.now);
         b.flush();
+        lap(4);
         b.drain(&mut |d| a.input(d).unwrap());
+        lap(5);
         assert_eq!(got, count, "round delivered {got} of {count}");
         assert_eq!(a.wait_snd(), 0, "round left data unacknowledged");
         got
     }
 }
+
+/// The phases of a message round, as `peers time phases` reports them.
+const PHASES: [&str; 6] = ["send", "flush", "input", "recv", "ack flush", "ack input"];
 
 fn message_round(c: &mut Criterion) {
     let mut g = c.benchmark_group("message_round_1000x64B");
@@ -330,6 +346,50 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
 }
 
+/// `peers time phases <reps>`: where the time of a message round goes, per
+/// implementation: the median over `reps` rounds of each phase, in
+/// nanoseconds per message (rounds of the three in turn, each timed one
+/// after five untimed; the clock is read six times per round of 1,000
+/// messages).
+fn phases(reps: usize) {
+    let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
+    let mut times = vec![vec![Vec::with_capacity(reps); PHASES.len()]; Impl::ALL.len()];
+    for _ in 0..reps {
+        for (pair, times) in pairs.iter_mut().zip(&mut times) {
+            // Warm, as in `peers time round`.
+            for _ in 0..5 {
+                black_box(pair.round(ROUND));
+            }
+            let mut last = std::time::Instant::now();
+            black_box(pair.round_with(ROUND, |i| {
+                let now = std::time::Instant::now();
+                times[i].push((now - last).as_secs_f64() * 1e9 / ROUND as f64);
+                last = now;
+            }));
+        }
+    }
+    for (imp, times) in Impl::ALL.iter().zip(&mut times) {
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        let cols: Vec<String> = PHASES
+            .iter()
+            .zip(&medians)
+            .map(|(name, t)| format!("{name} {t:.1}"))
+            .collect();
+        let sum: f64 = medians.iter().sum();
+        println!(
+            "phases {:10} {} = {sum:.1} ns/msg",
+            imp.name(),
+            cols.join(", ")
+        );
+    }
+}
+
 /// The copies alone of a bulk transfer: each of the [`BULK`] / [`SEG`]
 /// messages is copied four times, as our core and the link do (message →
 /// send block, block → sink, sink → receive block, block → the caller's
@@ -358,11 +418,16 @@ fn copies_only(rounds: usize) -> usize {
     total
 }
 
-/// `peers time <round|bulk0|bulk10|copies> <reps>`: the three implementations in
-/// turn, one iteration each, `reps` times, so that a change in the
-/// machine's load hits all three alike; prints each one's median and its
-/// ratio to ikcp's.
+/// `peers time <round|bulk0|bulk10|copies|phases> <reps>`: the three
+/// implementations in turn, one iteration each, `reps` times, so that a
+/// change in the machine's load hits all three alike; prints each one's
+/// median and its ratio to ikcp's (`phases`: the mean time per message of
+/// each phase of the round).
 fn interleaved(scenario: &str, reps: usize) {
+    if scenario == "phases" {
+        phases(reps);
+        return;
+    }
     if scenario == "copies" {
         let mut t: Vec<f64> = (0..reps)
             .map(|_| {
