@@ -824,30 +824,52 @@ impl<O: KcpOutput> Kcp<O> {
     }
 
     fn validate(&self, data: &[u8]) -> KcpResult<()> {
-        if data.len() < OVERHEAD {
+        let Some((first, _, _)) = split_segment(data) else {
             return Err(KcpError::InvalidPacket);
+        };
+        // Most datagrams carry segments of one size (only ACKs, full-size
+        // segments, equal messages): those are checked at a fixed stride
+        // first, so that finding a header never waits for the previous
+        // header's `len` to be read. The walk below takes over at the first
+        // segment of another size, or at a tail shorter than the stride.
+        let stride = OVERHEAD + first.len as usize;
+        let mut checked = 0;
+        for chunk in data.chunks_exact(stride) {
+            let h = Header::parse(chunk)?;
+            if h.len != first.len {
+                break;
+            }
+            self.check_segment(&h)?;
+            checked += stride;
         }
-        let mut rest = data;
+        let mut rest = &data[checked..];
         while !rest.is_empty() {
-            let Some((h, body, tail)) = split_segment(rest) else {
+            let Some((h, _, tail)) = split_segment(rest) else {
                 return Err(KcpError::InvalidPacket);
             };
+            self.check_segment(&h)?;
             rest = tail;
-            if !h.has_known_cmd() {
-                return Err(KcpError::InvalidPacket);
-            }
-            if h.conv != self.conv {
-                return Err(KcpError::ConvMismatch {
-                    expected: self.conv,
-                    found: h.conv,
-                });
-            }
-            if h.cmd == CMD_PUSH
-                && (body.len() > self.mss as usize
-                    || (!self.cfg.stream && h.frg as u32 >= self.cfg.rcv_wnd as u32))
-            {
-                return Err(KcpError::InvalidPacket);
-            }
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate)'s checks of one segment whose data fits
+    /// in the datagram.
+    #[inline]
+    fn check_segment(&self, h: &Header) -> KcpResult<()> {
+        if !h.has_known_cmd() {
+            return Err(KcpError::InvalidPacket);
+        }
+        if h.conv != self.conv {
+            return Err(KcpError::ConvMismatch {
+                expected: self.conv,
+                found: h.conv,
+            });
+        }
+        if h.cmd == CMD_PUSH
+            && (h.len > self.mss || (!self.cfg.stream && h.frg as u32 >= self.cfg.rcv_wnd as u32))
+        {
+            return Err(KcpError::InvalidPacket);
         }
         Ok(())
     }
