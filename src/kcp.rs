@@ -601,12 +601,14 @@ impl<O: KcpOutput> Kcp<O> {
         // xmit and fastack 0 (`queue_segment`); the loop below sets the
         // times of a segment never sent.
         let sent_before = self.snd_nxt.distance_from(self.snd_una);
-        let moved = self
-            .nsnd_que
-            .min((self.snd_una + cwnd).distance_from(self.snd_nxt));
-        self.snd_nxt += moved;
-        self.nsnd_que -= moved;
-        self.nsnd_buf += moved;
+        if self.nsnd_que > 0 {
+            let moved = self
+                .nsnd_que
+                .min((self.snd_una + cwnd).distance_from(self.snd_nxt));
+            self.snd_nxt += moved;
+            self.nsnd_que -= moved;
+            self.nsnd_buf += moved;
+        }
 
         let rtomin = if self.cfg.nodelay {
             0
@@ -827,22 +829,23 @@ impl<O: KcpOutput> Kcp<O> {
         let Some((first, _, _)) = split_segment(data) else {
             return Err(KcpError::InvalidPacket);
         };
+        self.check_segment(&first)?;
         // Most datagrams carry segments of one size (only ACKs, full-size
         // segments, equal messages): those are checked at a fixed stride
         // first, so that finding a header never waits for the previous
         // header's `len` to be read. The walk below takes over at the first
         // segment of another size, or at a tail shorter than the stride.
         let stride = OVERHEAD + first.len as usize;
-        let mut checked = 0;
-        for chunk in data.chunks_exact(stride) {
+        let mut at = stride;
+        while let Some(chunk) = data.get(at..at + stride) {
             let h = Header::parse(chunk)?;
             if h.len != first.len {
                 break;
             }
             self.check_segment(&h)?;
-            checked += stride;
+            at += stride;
         }
-        let mut rest = &data[checked..];
+        let mut rest = &data[at..];
         while !rest.is_empty() {
             let Some((h, _, tail)) = split_segment(rest) else {
                 return Err(KcpError::InvalidPacket);
