@@ -624,12 +624,12 @@ impl<O: KcpOutput> Kcp<O> {
         // this flush are skipped while none of them can be due; otherwise
         // the search computes their earliest resend time again.
         let end = self.snd_nxt.distance_from(self.snd_una);
-        let start = if self.fastack_seen || current >= self.resend_floor {
-            self.resend_floor = current + RTO_MAX;
-            0
-        } else {
-            sent_before
-        };
+        let (start, mut floor) =
+            if sent_before > 0 && !self.fastack_seen && current < self.resend_floor {
+                (sent_before, self.resend_floor)
+            } else {
+                (0, current + RTO_MAX)
+            };
         self.fastack_seen = false;
         #[cfg(debug_assertions)]
         for i in 0..start {
@@ -639,7 +639,6 @@ impl<O: KcpOutput> Kcp<O> {
                 "skipped a due {seg:?}"
             );
         }
-        let mut floor = self.resend_floor;
         let mut next = due_from(
             &self.snd,
             self.snd_una,
