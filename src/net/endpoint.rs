@@ -801,8 +801,14 @@ impl Endpoint {
         if may_hold {
             sess.shared.ack_held.store(true, SeqCst);
         }
+        let rcv_wnd = u32::from(sess.kcp.config().rcv_wnd);
+        let was_shut = sess.kcp.queued_recv() >= rcv_wnd;
         let delivered =
             (sess.role == Role::Client || sess.confirmed) && pump_reads(sess, &mut self.scratch);
+        // The reader made room in a shut window: KCP tells the peer at its
+        // next flush, which without this would wait for the next `interval`
+        // tick while the peer sits idle.
+        force |= was_shut && sess.kcp.queued_recv() < rcv_wnd;
         if may_hold && delivered {
             sess.ack_deferred = true;
         } else if may_hold || was_held {
