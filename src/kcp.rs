@@ -44,6 +44,11 @@ impl<F: FnMut(&[u8]) -> KcpResult<usize>> KcpOutput for F {
 /// Largest per-segment RTO after backoff: the furthest a resend time can
 /// be and still compare as "later" (wrapping half range, ~24.8 days).
 const RTO_BACKOFF_MAX: u32 = i32::MAX as u32;
+/// How far ahead of a flush's clock the resend times that the next flush
+/// may skip can lie, and how far the clock may move before then: a quarter
+/// of the range each, so that every comparison the skip stands for spans
+/// less than half the range and agrees with the one it replaces.
+const FLOOR_SPAN: u32 = 1 << 30;
 
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
@@ -112,7 +117,16 @@ pub struct Kcp<O> {
     // retransmission unless `fastack_seen` (fast ACKs counted since, or a
     // segment resent on timeout that kept enough of them): flush then skips
     // them.
+    //
+    // Timestamps compare by half range, which is not transitive: the skip
+    // is sound only while every resend time it stands for lies within
+    // `FLOOR_SPAN` after the last flush's clock (`floor_at`), and the clock
+    // moved forward by less than that since. `floor_wild` records that a
+    // resend time broke the bound (a huge RTO, a clock jump): the next flush
+    // scans them all.
     resend_floor: Timestamp,
+    floor_at: Timestamp,
+    floor_wild: bool,
     fastack_seen: bool,
 
     acks: AckList,
@@ -185,6 +199,8 @@ impl<O: KcpOutput> Kcp<O> {
             probe_wait: 0,
             probe: 0,
             resend_floor: Timestamp::new(0),
+            floor_at: Timestamp::new(0),
+            floor_wild: true,
             fastack_seen: false,
             buffer: FlushBuf::new(config.mtu as usize),
             stats: KcpStats::default(),
@@ -624,12 +640,17 @@ impl<O: KcpOutput> Kcp<O> {
         // this flush are skipped while none of them can be due; otherwise
         // the search computes their earliest resend time again.
         let end = self.snd_nxt.distance_from(self.snd_una);
-        let (start, mut floor) =
-            if sent_before > 0 && !self.fastack_seen && current < self.resend_floor {
-                (sent_before, self.resend_floor)
-            } else {
-                (0, current + RTO_MAX)
-            };
+        let skip = sent_before > 0
+            && !self.fastack_seen
+            && !self.floor_wild
+            && current.get().wrapping_sub(self.floor_at.get()) < FLOOR_SPAN
+            && current < self.resend_floor;
+        let (start, at) = if skip {
+            (sent_before, self.resend_floor)
+        } else {
+            (0, current + RTO_MAX)
+        };
+        let mut floor = Floor { at, wild: false };
         self.fastack_seen = false;
         #[cfg(debug_assertions)]
         for i in 0..start {
@@ -698,9 +719,10 @@ impl<O: KcpOutput> Kcp<O> {
                 if seg.xmit >= self.cfg.dead_link {
                     self.dead = true;
                 }
-                if seg.resendts < floor {
-                    floor = seg.resendts;
+                if seg.resendts < floor.at {
+                    floor.at = seg.resendts;
                 }
+                floor.wild |= !within_span(seg.resendts, current);
             }
             next = due_from(
                 &self.snd,
@@ -712,7 +734,9 @@ impl<O: KcpOutput> Kcp<O> {
                 &mut floor,
             );
         }
-        self.resend_floor = floor;
+        self.resend_floor = floor.at;
+        self.floor_at = current;
+        self.floor_wild = floor.wild;
         out.finish();
 
         if change {
@@ -1175,7 +1199,7 @@ fn due_from(
     current: Timestamp,
     resent: u32,
     cfg: &KcpConfig,
-    floor: &mut Timestamp,
+    floor: &mut Floor,
 ) -> Option<u32> {
     let first = range.start;
     if first >= range.end {
@@ -1197,24 +1221,43 @@ fn scan_due(
     current: Timestamp,
     resent: u32,
     cfg: &KcpConfig,
-    floor: &mut Timestamp,
+    floor: &mut Floor,
 ) -> Option<u32> {
-    let mut low = *floor;
+    let mut low = floor.at;
+    let mut far = false;
     for i in range {
         let seg = snd.at((una + i).get());
         if !seg.live {
             continue;
         }
         if is_due(seg, current, resent, cfg) {
-            *floor = low;
+            floor.at = low;
+            floor.wild |= far;
             return Some(i);
         }
         if seg.resendts < low {
             low = seg.resendts;
         }
+        far |= !within_span(seg.resendts, current);
     }
-    *floor = low;
+    floor.at = low;
+    floor.wild |= far;
     None
+}
+
+/// What a flush learns of the segments it leaves in flight: a lower bound
+/// of their resend times, and whether one of them lies [`FLOOR_SPAN`] or
+/// more ahead (then the next flush visits them all).
+struct Floor {
+    at: Timestamp,
+    wild: bool,
+}
+
+/// Whether a resend time lies less than [`FLOOR_SPAN`] after `current`,
+/// so that flush may stand for it with `resend_floor` (see [`Kcp::flush`]).
+#[inline]
+fn within_span(resendts: Timestamp, current: Timestamp) -> bool {
+    resendts.get().wrapping_sub(current.get()) < FLOOR_SPAN
 }
 
 /// Whether flush must send `seg` now (see [`due_from`]).
@@ -1375,6 +1418,48 @@ mod tests {
                 .collect();
             assert_eq!(exchange(cfg, &msgs, 7), msgs, "{cfg:?}");
         }
+    }
+
+    #[test]
+    fn a_clock_jump_of_half_the_range_skips_no_due_segment() {
+        with_big_stack(clock_jump_of_half_the_range);
+    }
+
+    /// Timestamps compare by half range, so after a jump of about 2^31 ms
+    /// one segment in flight can read as due while an earlier one does not.
+    /// The flush that skips segments below `resend_floor` must resend
+    /// exactly what a full scan would (found by the `kcp_stateful` fuzzer).
+    fn clock_jump_of_half_the_range() {
+        // No congestion window: both segments go out at once.
+        let cfg = KcpConfig {
+            nc: true,
+            ..KcpConfig::default()
+        };
+        let mut a = Kcp::with_config(3, Wire::default(), cfg).unwrap();
+        a.send(b"first").unwrap();
+        a.update(0);
+        a.update(50);
+        a.send(b"second").unwrap();
+        a.flush();
+        a.output_mut().0.clear();
+        let resend_at = |a: &Kcp<Wire>, sn: u32| a.snd.at(sn).resendts.get();
+        let (r0, r1) = (resend_at(&a, 0), resend_at(&a, 1));
+        assert!(r1 > r0 && r1 - r0 < 1000, "{r0} {r1}");
+        // Half a range past the first resend time, and a little less past
+        // the second: the first reads as not yet due, the second as due.
+        let jump = r0 + (1u32 << 31) + (r1 - r0) / 2;
+        a.update(jump);
+        let mut resent = Vec::new();
+        for d in &a.output().0 {
+            let mut rest = &d[..];
+            while let Some((h, _, after)) = split_segment(rest) {
+                if h.cmd == CMD_PUSH {
+                    resent.push(h.sn.get());
+                }
+                rest = after;
+            }
+        }
+        assert_eq!(resent, [1], "segments resent after the jump");
     }
 
     #[test]
