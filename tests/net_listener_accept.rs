@@ -109,7 +109,7 @@ async fn garbage_creates_no_session() {
             vec![0xAB; 23],
             vec![0xFF; 200],                             // unknown command
             segment(7, CMD_ACK, 0, 0, b""),              // an ACK for nothing
-            segment(7, CMD_PUSH, 5, 0, b"mid-stream"),   // not a first segment
+            segment(7, CMD_PUSH, 500, 0, b"mid-stream"), // beyond the first window
             segment(7, CMD_PUSH, 0, 9, b"has received"), // una past the start
             {
                 let mut d = segment(7, CMD_PUSH, 0, 0, b"x");

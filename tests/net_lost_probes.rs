@@ -20,6 +20,7 @@ use kcp_rs::net::{KcpListener, SessionConfig};
 use kcp_rs::{Kcp, KcpConfig, KcpOutput, KcpResult};
 use tokio::io::AsyncWriteExt;
 
+const CMD_PUSH: u8 = 81;
 const CMD_WINS: u8 = 84;
 const BYTES: usize = 256 << 10;
 /// Small, so a few segments shut it.
@@ -32,10 +33,16 @@ struct Link {
     to: SocketAddr,
     lose_wins: u32,
     wins_lost: u32,
+    /// Datagrams holding the conversation's first segment still to lose.
+    lose_first: u32,
 }
 
 impl KcpOutput for Link {
     fn output(&mut self, data: &[u8]) -> KcpResult<usize> {
+        if self.lose_first > 0 && carries_sn0_push(data) {
+            self.lose_first -= 1;
+            return Ok(data.len());
+        }
         if self.lose_wins > 0 && carries(data, CMD_WINS) {
             self.lose_wins -= 1;
             self.wins_lost += 1;
@@ -44,6 +51,20 @@ impl KcpOutput for Link {
         let _ = self.sock.send_to(data, self.to);
         Ok(data.len())
     }
+}
+
+/// Whether `datagram` holds the PUSH with `sn` 0.
+fn carries_sn0_push(datagram: &[u8]) -> bool {
+    let mut at = 0;
+    while datagram.len() >= at + 24 {
+        let sn = u32::from_le_bytes(datagram[at + 12..at + 16].try_into().unwrap());
+        if datagram[at + 4] == CMD_PUSH && sn == 0 {
+            return true;
+        }
+        let len = u32::from_le_bytes(datagram[at + 20..at + 24].try_into().unwrap()) as usize;
+        at += 24 + len;
+    }
+    false
 }
 
 /// Whether any segment in `datagram` has command `cmd`.
@@ -103,6 +124,7 @@ impl Peer {
             to: server,
             lose_wins: 0,
             wins_lost: 0,
+            lose_first: 0,
         };
         Peer {
             kcp: Kcp::with_config(0x5eed, link, cfg).unwrap(),
@@ -237,4 +259,54 @@ async fn a_peer_that_keeps_sending_is_confirmed_despite_lost_answers() {
         .await
         .unwrap();
     assert_eq!(u32::from_le_bytes(first), 0);
+}
+
+/// The datagram holding a conversation's first segment is lost five times
+/// over. KCP resends it only after an RTO that grows (200, 300, 450, 675,
+/// 1012 ms with the session layer's default `nodelay`: 2.6 s); the listener
+/// must open the session from the later datagrams of the first window,
+/// which arrive meanwhile. (With a congestion window, as in
+/// `KcpConfig::default()`, nothing follows the first segment until it is
+/// acknowledged, and only its retransmission can open the session.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_datagram_does_not_delay_the_session() {
+    let cfg = SessionConfig::default();
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let peer = tokio::task::spawn_blocking(move || {
+        let mut peer = Peer::new(addr, cfg.kcp);
+        peer.kcp.output_mut().lose_first = 5;
+        let mut next = Instant::now();
+        let mut sent = 0u32;
+        while stop_rx.try_recv().is_err() && peer.start.elapsed() < Duration::from_secs(20) {
+            if Instant::now() >= next {
+                peer.kcp.send(&sent.to_le_bytes()).unwrap();
+                sent += 1;
+                next += Duration::from_millis(20);
+            }
+            peer.pump();
+        }
+        peer.kcp.output().lose_first
+    });
+    let started = Instant::now();
+    let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+    let waited = started.elapsed();
+    let Ok(Ok((mut s, _))) = accepted else {
+        panic!("not accepted within 10 s: {:?}", listener.stats())
+    };
+    // Everything arrives, in order, from the very first message.
+    let mut first = [0u8; 4];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut first)
+        .await
+        .unwrap();
+    let _ = stop_tx.send(());
+    let left = peer.await.unwrap();
+    eprintln!("accepted after {waited:?}; {:?}", listener.stats());
+    assert_eq!(u32::from_le_bytes(first), 0);
+    assert_eq!(left, 0, "the first datagram was not lost five times");
+    assert!(
+        waited < Duration::from_millis(1200),
+        "accepted only after {waited:?}: the session waited for the first datagram"
+    );
 }

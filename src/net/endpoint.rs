@@ -179,18 +179,21 @@ fn random_conv() -> u32 {
 
 /// Whether a datagram for no known session looks like the first flight of a
 /// new one: only PUSH segments, the sender has received nothing
-/// (`una == initial_sn`), every `sn` within the first receive window, and
-/// the very first segment among them.
+/// (`una == initial_sn`), and every `sn` within the first receive window.
 ///
 /// ikcp (and kcp-go, and this crate) start a conversation by sending data
 /// from `sn = initial_sn` (0 in ikcp); nothing else precedes it (the
-/// initial remote window is non-zero, so no window probe either). Requiring
-/// the first segment means a client that keeps retransmitting into a
-/// session this side already closed does not open a new one in the middle
-/// of its stream; if the first datagram of a real client is lost, KCP
-/// retransmits it.
+/// initial remote window is non-zero, so no window probe either). The
+/// datagram holding the very first segment is not required: when it is
+/// lost, KCP resends it only after an RTO that doubles with each loss
+/// (3 s after four losses in the default mode), and every later datagram
+/// of the first window, dropped meanwhile, would be lost work. A session
+/// opened by a later one holds it until the first arrives. A client that
+/// keeps retransmitting into a session this side already closed reopens
+/// one only while it is still in its first window and has received
+/// nothing from this side.
 pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
-    let mut first = false;
+    let mut any = false;
     for seg in Segments::new(data) {
         let Ok((h, _)) = seg else {
             return false;
@@ -198,13 +201,12 @@ pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
         if h.cmd != CMD_PUSH || h.una.get() != cfg.initial_sn {
             return false;
         }
-        let off = h.sn.get().wrapping_sub(cfg.initial_sn);
-        if off >= cfg.rcv_wnd as u32 {
+        if h.sn.get().wrapping_sub(cfg.initial_sn) >= cfg.rcv_wnd as u32 {
             return false;
         }
-        first |= off == 0;
+        any = true;
     }
-    first
+    any
 }
 
 /// Whether a datagram answers something we sent (an ACK, or a WINS after
@@ -1171,8 +1173,11 @@ mod tests {
         let mut two = seg(CMD_PUSH, 1, 0);
         two.extend(seg(CMD_PUSH, 0, 0));
         assert!(is_first_flight(&two, &cfg));
-        // Not the first segment, data already received, not data, too far.
-        assert!(!is_first_flight(&seg(CMD_PUSH, 1, 0), &cfg));
+        // A later segment of the first window (the first one was lost).
+        assert!(is_first_flight(&seg(CMD_PUSH, 1, 0), &cfg));
+        assert!(is_first_flight(&seg(CMD_PUSH, 127, 0), &cfg));
+        // Beyond the first window, data already received, not data, too far.
+        assert!(!is_first_flight(&seg(CMD_PUSH, 128, 0), &cfg));
         assert!(!is_first_flight(&seg(CMD_PUSH, 0, 3), &cfg));
         assert!(!is_first_flight(&seg(CMD_ACK, 0, 0), &cfg));
         assert!(!is_first_flight(
