@@ -364,6 +364,13 @@ impl<O: KcpOutput> Kcp<O> {
         self.nsnd_buf + self.nsnd_que
     }
 
+    /// Whether the next flush announces this side's receive window
+    /// (`WINS`): the application made room in a window that was full, or
+    /// the peer asked. Until that flush the peer may be waiting idle.
+    pub fn tells_window(&self) -> bool {
+        self.probe & ASK_TELL != 0
+    }
+
     /// Asks the peer to announce its receive window: a `WASK` segment goes
     /// out at the next flush, and every KCP implementation answers it with
     /// `WINS`. Useful as a keep-alive, and to learn that a peer is there.

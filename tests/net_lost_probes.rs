@@ -16,12 +16,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use kcp_rs::codec::{Header, Segments};
+use kcp_rs::constants::{CMD_PUSH, CMD_WINS};
 use kcp_rs::net::{KcpListener, SessionConfig};
 use kcp_rs::{Kcp, KcpConfig, KcpOutput, KcpResult};
 use tokio::io::AsyncWriteExt;
 
-const CMD_PUSH: u8 = 81;
-const CMD_WINS: u8 = 84;
 const BYTES: usize = 256 << 10;
 /// Small, so a few segments shut it.
 const PEER_RCV_WND: u16 = 16;
@@ -39,11 +39,11 @@ struct Link {
 
 impl KcpOutput for Link {
     fn output(&mut self, data: &[u8]) -> KcpResult<usize> {
-        if self.lose_first > 0 && carries_sn0_push(data) {
+        if self.lose_first > 0 && carries(data, |h| h.cmd == CMD_PUSH && h.sn.get() == 0) {
             self.lose_first -= 1;
             return Ok(data.len());
         }
-        if self.lose_wins > 0 && carries(data, CMD_WINS) {
+        if self.lose_wins > 0 && carries(data, |h| h.cmd == CMD_WINS) {
             self.lose_wins -= 1;
             self.wins_lost += 1;
             return Ok(data.len());
@@ -53,31 +53,11 @@ impl KcpOutput for Link {
     }
 }
 
-/// Whether `datagram` holds the PUSH with `sn` 0.
-fn carries_sn0_push(datagram: &[u8]) -> bool {
-    let mut at = 0;
-    while datagram.len() >= at + 24 {
-        let sn = u32::from_le_bytes(datagram[at + 12..at + 16].try_into().unwrap());
-        if datagram[at + 4] == CMD_PUSH && sn == 0 {
-            return true;
-        }
-        let len = u32::from_le_bytes(datagram[at + 20..at + 24].try_into().unwrap()) as usize;
-        at += 24 + len;
-    }
-    false
-}
-
-/// Whether any segment in `datagram` has command `cmd`.
-fn carries(datagram: &[u8], cmd: u8) -> bool {
-    let mut at = 0;
-    while datagram.len() >= at + 24 {
-        if datagram[at + 4] == cmd {
-            return true;
-        }
-        let len = u32::from_le_bytes(datagram[at + 20..at + 24].try_into().unwrap()) as usize;
-        at += 24 + len;
-    }
-    false
+/// Whether any segment of `datagram` satisfies `pick`.
+fn carries(datagram: &[u8], pick: impl Fn(&Header) -> bool) -> bool {
+    Segments::new(datagram)
+        .map_while(Result::ok)
+        .any(|(h, _)| pick(&h))
 }
 
 struct Peer {
@@ -104,6 +84,21 @@ impl Peer {
         }
         let now = self.ms();
         self.kcp.update(now);
+    }
+
+    /// Sends a 4-byte counter every `every` while pumping, until `stop` (or
+    /// 20 s), as a game client would.
+    fn send_every(&mut self, every: Duration, stop: &std::sync::mpsc::Receiver<()>) {
+        let mut next = Instant::now();
+        let mut sent = 0u32;
+        while stop.try_recv().is_err() && self.start.elapsed() < Duration::from_secs(20) {
+            if Instant::now() >= next {
+                self.kcp.send(&sent.to_le_bytes()).unwrap();
+                sent += 1;
+                next += every;
+            }
+            self.pump();
+        }
     }
 
     fn read_all(&mut self, out: &mut Vec<u8>) {
@@ -228,17 +223,7 @@ async fn a_peer_that_keeps_sending_is_confirmed_despite_lost_answers() {
     let peer = tokio::task::spawn_blocking(move || {
         let mut peer = Peer::new(addr, cfg.kcp);
         peer.kcp.output_mut().lose_wins = ANSWERS_LOST;
-        // A message every 50 ms, as a game client would send.
-        let mut next = Instant::now();
-        let mut sent = 0u32;
-        while stop_rx.try_recv().is_err() && peer.start.elapsed() < Duration::from_secs(20) {
-            if Instant::now() >= next {
-                peer.kcp.send(&sent.to_le_bytes()).unwrap();
-                sent += 1;
-                next += Duration::from_millis(50);
-            }
-            peer.pump();
-        }
+        peer.send_every(Duration::from_millis(50), &stop_rx);
         peer.kcp.output().wins_lost
     });
     let started = Instant::now();
@@ -277,16 +262,7 @@ async fn a_lost_first_datagram_does_not_delay_the_session() {
     let peer = tokio::task::spawn_blocking(move || {
         let mut peer = Peer::new(addr, cfg.kcp);
         peer.kcp.output_mut().lose_first = 5;
-        let mut next = Instant::now();
-        let mut sent = 0u32;
-        while stop_rx.try_recv().is_err() && peer.start.elapsed() < Duration::from_secs(20) {
-            if Instant::now() >= next {
-                peer.kcp.send(&sent.to_le_bytes()).unwrap();
-                sent += 1;
-                next += Duration::from_millis(20);
-            }
-            peer.pump();
-        }
+        peer.send_every(Duration::from_millis(20), &stop_rx);
         peer.kcp.output().lose_first
     });
     let started = Instant::now();

@@ -351,20 +351,7 @@ impl Endpoint {
             }
             drained &= recv_drained;
             self.rx = batch;
-            for _ in 0..TIMER_BATCH {
-                match self.timers.poll_expired(cx) {
-                    Poll::Ready(Some(expired)) => {
-                        work += 1;
-                        let id = expired.into_inner();
-                        if let Some(s) = self.sessions.get_mut(&id) {
-                            s.timer = None;
-                            s.deadline = None;
-                        }
-                        self.mark_dirty(id);
-                    }
-                    _ => break,
-                }
-            }
+            work += self.poll_timers(cx);
             self.drive_dirty(now);
             if self.sessions.is_empty() && !self.listening() {
                 return Poll::Ready(());
@@ -376,25 +363,8 @@ impl Endpoint {
             // so another pass would only find them empty; the timers
             // `drive_dirty` moved must still be polled (that registers
             // them).
-            if drained {
-                let mut expired = false;
-                for _ in 0..TIMER_BATCH {
-                    match self.timers.poll_expired(cx) {
-                        Poll::Ready(Some(e)) => {
-                            expired = true;
-                            let id = e.into_inner();
-                            if let Some(s) = self.sessions.get_mut(&id) {
-                                s.timer = None;
-                                s.deadline = None;
-                            }
-                            self.mark_dirty(id);
-                        }
-                        _ => break,
-                    }
-                }
-                if !expired {
-                    return Poll::Pending;
-                }
+            if drained && self.poll_timers(cx) == 0 {
+                return Poll::Pending;
             }
         }
         cx.waker().wake_by_ref();
@@ -688,6 +658,26 @@ impl Endpoint {
         // Dropping `sess` closes the send semaphore and the reader's channel.
     }
 
+    /// Marks the sessions whose deadline passed (at most `TIMER_BATCH`) to
+    /// be driven; returns how many. Polling also registers the wheel's
+    /// waker for the next deadline.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> usize {
+        let mut expired = 0;
+        while expired < TIMER_BATCH {
+            let Poll::Ready(Some(e)) = self.timers.poll_expired(cx) else {
+                break;
+            };
+            expired += 1;
+            let id = e.into_inner();
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.timer = None;
+                s.deadline = None;
+            }
+            self.mark_dirty(id);
+        }
+        expired
+    }
+
     fn drive_dirty(&mut self, now: Instant) {
         let mut list = std::mem::take(&mut self.dirty);
         for id in list.drain(..) {
@@ -803,14 +793,12 @@ impl Endpoint {
         if may_hold {
             sess.shared.ack_held.store(true, SeqCst);
         }
-        let rcv_wnd = u32::from(sess.kcp.config().rcv_wnd);
-        let was_shut = sess.kcp.queued_recv() >= rcv_wnd;
         let delivered =
             (sess.role == Role::Client || sess.confirmed) && pump_reads(sess, &mut self.scratch);
-        // The reader made room in a shut window: KCP tells the peer at its
-        // next flush, which without this would wait for the next `interval`
-        // tick while the peer sits idle.
-        force |= was_shut && sess.kcp.queued_recv() < rcv_wnd;
+        // The reader made room in a shut window (or the peer asked): KCP
+        // tells the peer at its next flush, which without this would wait
+        // for the next `interval` tick while the peer sits idle.
+        force |= sess.kcp.tells_window();
         if may_hold && delivered {
             sess.ack_deferred = true;
         } else if may_hold || was_held {
@@ -956,7 +944,7 @@ fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
         return false;
     }
     let rto = Duration::from_millis(u64::from(sess.kcp.rto()));
-    let wait = |probes: u8| (rto * (1u32 << probes.min(16))).min(WINDOW_PROBE_MAX);
+    let wait = |probes: u8| doubled(rto, probes).min(WINDOW_PROBE_MAX);
     let at = *sess.window_probe_at.get_or_insert(now + wait(0));
     if now < at {
         return false;
@@ -970,7 +958,12 @@ fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
 /// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]
 /// after the first one, then twice as long after each repeat.
 fn next_half_open_probe(sess: &Session) -> Instant {
-    sess.last_probe + HALF_OPEN_PROBE * (1u32 << sess.half_open_probes.min(16))
+    sess.last_probe + doubled(HALF_OPEN_PROBE, sess.half_open_probes)
+}
+
+/// `base` doubled `times` times (at most 16: the probes' backoff).
+fn doubled(base: Duration, times: u8) -> Duration {
+    base * (1u32 << times.min(16))
 }
 
 /// After how much silence a session probes its peer. The connecting side
