@@ -288,6 +288,65 @@ impl<O: KcpOutput> Kcp<O> {
         self.recv_queued(buf)
     }
 
+    /// Hands the next complete message (message mode) or every byte
+    /// queued (stream mode) to `read` as slices of the receive buffer,
+    /// without copying them into a buffer of the caller's, and consumes
+    /// what it handed over. Returns the number of bytes.
+    ///
+    /// `read` gets `(piece, end)`: a message comes as its segments'
+    /// payloads in order, `end` set on the last; stream mode sets `end` on
+    /// every piece. One call hands over one message: a reader that stops
+    /// between messages keeps the rest queued, and the receive window
+    /// closes behind it as with [`recv`](Self::recv).
+    ///
+    /// # Errors
+    /// [`KcpError::WouldBlock`]: nothing complete to read yet.
+    ///
+    /// # Examples
+    /// ```
+    /// use kcp_rs::{Kcp, KcpResult};
+    ///
+    /// let mut wire: Vec<Vec<u8>> = Vec::new();
+    /// let mut a = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> {
+    ///     wire.push(d.to_vec());
+    ///     Ok(d.len())
+    /// });
+    /// a.send(&[7u8; 3000])?; // three segments
+    /// a.update(0);
+    /// drop(a);
+    ///
+    /// let mut b = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> { Ok(d.len()) });
+    /// for d in &wire {
+    ///     b.input(d)?;
+    /// }
+    /// let (mut pieces, mut total) = (0, 0);
+    /// let n = b.recv_with(|piece, _end| {
+    ///     pieces += 1;
+    ///     total += piece.len();
+    /// })?;
+    /// assert_eq!((n, total, pieces), (3000, 3000, 3));
+    /// # Ok::<(), kcp_rs::KcpError>(())
+    /// ```
+    pub fn recv_with<F: FnMut(&[u8], bool)>(&mut self, mut read: F) -> KcpResult<usize> {
+        let size = self.peek_size()?;
+        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        while self.nrcv_que > 0 {
+            let seg = *self.rcv.at(self.rcv_head().get());
+            let end = self.cfg.stream || seg.frg == 0;
+            let off = self.rcv_head_off;
+            read(self.rcv_pool.bytes(seg.block, off, seg.len as usize - off), end);
+            self.pop_rcv_head();
+            if !self.cfg.stream && seg.frg == 0 {
+                break;
+            }
+        }
+        self.move_to_queue();
+        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            self.probe |= ASK_TELL;
+        }
+        Ok(size)
+    }
+
     /// [`recv`](Self::recv) once something is queued.
     fn recv_queued(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
         let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
@@ -397,6 +456,76 @@ impl<O: KcpOutput> Kcp<O> {
     ///   fragment count the receive window cannot hold;
     /// - [`KcpError::ConvMismatch`]: a segment for another conversation.
     pub fn input(&mut self, data: &[u8]) -> KcpResult<()> {
+        self.input_inner::<false, _>(data, &mut |_, _| {})
+    }
+
+    /// [`input`](Self::input), then hands every complete message that is
+    /// now in order to `read`, as [`recv_with`](Self::recv_with) would,
+    /// and returns the bytes handed over.
+    ///
+    /// The zero-copy receive path: a single-segment message (any segment in
+    /// stream mode) that arrives in order while nothing waits in the
+    /// receive queue goes to `read` straight from `data` and is never
+    /// stored, so it is not copied at all. Everything else (segments that
+    /// arrive out of order, fragments of a longer message) is stored as
+    /// `input` stores it and handed over from the receive buffer once in
+    /// order. Either way `read` sees the stream in order, exactly once.
+    ///
+    /// `read` gets `(piece, end)`: message mode hands each message as its
+    /// segments' payloads in order, `end` set on the last one; stream mode
+    /// sets `end` on every piece. Because everything in order is handed
+    /// over, the receive window stays open: this path has no backpressure.
+    /// A reader that must be able to stop takes [`input`](Self::input) and
+    /// [`recv_with`](Self::recv_with) instead.
+    ///
+    /// # Errors
+    /// As [`input`](Self::input); nothing is handed over then.
+    ///
+    /// # Examples
+    /// ```
+    /// use kcp_rs::{Kcp, KcpResult};
+    ///
+    /// let mut wire: Vec<Vec<u8>> = Vec::new();
+    /// let mut a = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> {
+    ///     wire.push(d.to_vec());
+    ///     Ok(d.len())
+    /// });
+    /// a.send(b"hello")?;
+    /// a.update(0);
+    /// drop(a);
+    ///
+    /// let mut b = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> { Ok(d.len()) });
+    /// let mut got = Vec::new();
+    /// for d in &wire {
+    ///     b.input_with(d, |piece, _end| got.extend_from_slice(piece))?;
+    /// }
+    /// assert_eq!(got, b"hello");
+    /// # Ok::<(), kcp_rs::KcpError>(())
+    /// ```
+    pub fn input_with<F: FnMut(&[u8], bool)>(
+        &mut self,
+        data: &[u8],
+        mut read: F,
+    ) -> KcpResult<usize> {
+        let mut handed = 0;
+        self.input_inner::<true, _>(data, &mut |piece, end| {
+            handed += piece.len();
+            read(piece, end);
+        })?;
+        while let Ok(n) = self.recv_with(&mut read) {
+            handed += n;
+        }
+        Ok(handed)
+    }
+
+    /// `input`, handing in-order single-segment messages to `read` in place
+    /// when `DIRECT`.
+    #[inline(always)]
+    fn input_inner<const DIRECT: bool, F: FnMut(&[u8], bool)>(
+        &mut self,
+        data: &[u8],
+        read: &mut F,
+    ) -> KcpResult<()> {
         if let Err(e) = self.validate(data) {
             self.stats.dropped_datagrams += 1;
             return Err(e);
@@ -437,7 +566,11 @@ impl<O: KcpOutput> Kcp<O> {
                     if !self.acks.push(h.sn.get(), h.ts.get()) {
                         self.stats.dropped_acks += 1;
                     }
-                    if h.sn >= self.rcv_nxt {
+                    if DIRECT && self.can_hand_over(&h) {
+                        read(body, true);
+                        self.rcv_nxt += 1;
+                        self.move_to_queue();
+                    } else if h.sn >= self.rcv_nxt {
                         self.parse_data(&h, body);
                     } else {
                         self.stats.duplicate_segments += 1;
@@ -1025,6 +1158,18 @@ impl<O: KcpOutput> Kcp<O> {
             self.nrcv_buf -= 1;
             self.rcv_nxt += 1;
         }
+    }
+
+    /// Whether an accepted PUSH can go to the reader in place: next in
+    /// order with nothing queued before it, a whole message (or stream
+    /// data), and not a copy of one already stored.
+    #[inline]
+    fn can_hand_over(&self, h: &Header) -> bool {
+        if h.sn != self.rcv_nxt || self.nrcv_que != 0 || !(self.cfg.stream || h.frg == 0) {
+            return false;
+        }
+        let slot = self.rcv.at(h.sn.get());
+        !(slot.live && slot.sn == h.sn)
     }
 
     fn parse_data(&mut self, h: &Header, body: &[u8]) {

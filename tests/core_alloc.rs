@@ -188,3 +188,113 @@ fn stream_mode_steady_state_allocates_nothing() {
     assert_eq!(allocations() - before, 0);
     assert!(got > 2_000_000, "only {got} bytes moved");
 }
+
+/// The zero-copy receive paths: `input_with` on a lossy, reordering link
+/// (messages handed over in place and from the receive buffer), and
+/// `input` + `recv_with` on the way back.
+#[test]
+fn zero_copy_receive_allocates_nothing() {
+    let cfg = KcpConfig::fast();
+    let mut z = ZeroCopyPair {
+        a: Kcp::with_config(5, Outbox::default(), cfg).unwrap(),
+        b: Kcp::with_config(5, Outbox::default(), cfg).unwrap(),
+        ab: Link::new(LinkConfig::lossy(0.1), 3),
+        ba: Link::new(LinkConfig::lossy(0.1), 4),
+        bufs: Buffers {
+            send: vec![0; cfg.max_message()],
+            recv: vec![0; cfg.max_message()],
+            scratch: vec![0; cfg.max_message()],
+        },
+        now: 0,
+        sent: [0; 2],
+        got: [0; 2],
+    };
+    // Warm-up: 20,000 left one link queue short of its busiest moment.
+    z.round(60_000);
+    let mem = (z.a.memory_footprint(), z.b.memory_footprint());
+    let before = allocations();
+    z.round(10_000);
+    let during = allocations() - before;
+    assert!(z.ab.stats().dropped > 100 && z.ba.stats().dropped > 100);
+    assert!(
+        z.got[1] > 5_000,
+        "the way back moved too little: {:?}",
+        z.got
+    );
+    assert_eq!(
+        during, 0,
+        "{during} allocations in the zero-copy steady state"
+    );
+    assert_eq!(mem, (z.a.memory_footprint(), z.b.memory_footprint()));
+}
+
+struct ZeroCopyPair {
+    a: Kcp<Outbox>,
+    b: Kcp<Outbox>,
+    ab: Link,
+    ba: Link,
+    bufs: Buffers,
+    now: u64,
+    sent: [u32; 2],
+    got: [u32; 2],
+}
+
+impl ZeroCopyPair {
+    /// Messages both ways, as fast as accepted, until `b` has `count` more.
+    fn round(&mut self, count: u32) {
+        let (sent, got) = (&mut self.sent, &mut self.got);
+        let end = got[0] + count;
+        while got[0] < end {
+            for (side, kcp) in [&mut self.a, &mut self.b].into_iter().enumerate() {
+                while sent[side] < got[side] + 500 {
+                    let len = fill_message(&mut self.bufs.send, sent[side]);
+                    match kcp.send(&self.bufs.send[..len]) {
+                        Ok(_) => sent[side] += 1,
+                        Err(KcpError::BufferFull) => break,
+                        Err(e) => panic!("send: {e}"),
+                    }
+                }
+            }
+            self.now += 5;
+            let now = self.now;
+            let (recv, scratch) = (&mut self.bufs.recv, &mut self.bufs.scratch);
+            let (mut len, got_b, b) = (0, &mut got[0], &mut self.b);
+            self.ab.deliver(now, |d| {
+                b.input_with(d, |piece, end| {
+                    recv[len..len + piece.len()].copy_from_slice(piece);
+                    len += piece.len();
+                    if end {
+                        check_message(&recv[..len], *got_b, scratch);
+                        *got_b += 1;
+                        len = 0;
+                    }
+                })
+                .unwrap();
+            });
+            assert_eq!(len, 0, "input_with left a message half handed over");
+            let a = &mut self.a;
+            self.ba.deliver(now, |d| a.input(d).unwrap());
+            loop {
+                let mut len = 0;
+                match a.recv_with(|piece, _| {
+                    recv[len..len + piece.len()].copy_from_slice(piece);
+                    len += piece.len();
+                }) {
+                    Ok(n) => {
+                        assert_eq!(n, len);
+                        check_message(&recv[..n], got[1], scratch);
+                        got[1] += 1;
+                    }
+                    Err(KcpError::WouldBlock) => break,
+                    Err(e) => panic!("recv_with: {e}"),
+                }
+            }
+            self.a.update(now as u32);
+            self.b.update(now as u32);
+            let (ab, ba) = (&mut self.ab, &mut self.ba);
+            self.a.output_mut().drain(|d| ab.send(now, d));
+            self.b.output_mut().drain(|d| ba.send(now, d));
+            assert!(now < 10_000_000, "stalled at {got:?}");
+        }
+    }
+}
