@@ -37,13 +37,13 @@ messages() {
 
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(round bulk0 bulk10)
-printf '%-8s %-6s %14s %10s\n' scenario impl instructions 'instr/msg'
+printf '%-8s %-13s %14s %10s\n' scenario impl instructions 'instr/msg'
 for s in "${scenarios[@]}"; do
-    for imp in ours ikcp crate; do
+    for imp in ours ours-in-place ikcp crate; do
         full=$(count "$s" "$imp" 1)
         empty=$(count "$s" "$imp" 0)
         n=$(messages "$s")
-        printf '%-8s %-6s %14s %10s\n' "$s" "$imp" "$((full - empty))" \
+        printf '%-8s %-13s %14s %10s\n' "$s" "$imp" "$((full - empty))" \
             "$(awk -v f="$full" -v e="$empty" -v n="$n" 'BEGIN { printf "%.1f", (f - e) / n }')"
     done
 done

@@ -520,7 +520,6 @@ impl<O: KcpOutput> Kcp<O> {
 
     /// `input`, handing in-order single-segment messages to `read` in place
     /// when `DIRECT`.
-    #[inline(always)]
     fn input_inner<const DIRECT: bool, F: FnMut(&[u8], bool)>(
         &mut self,
         data: &[u8],
@@ -1258,6 +1257,8 @@ impl<O: KcpOutput> Kcp<O> {
         for i in 0..end.distance_from(self.snd_una) {
             self.ack_segment(self.snd_una + i);
         }
+        // Everything before `end` is freed now: no need to walk it again.
+        self.snd_una = end;
         self.shrink_buf();
     }
 

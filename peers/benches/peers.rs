@@ -98,24 +98,34 @@ impl Peer for KcpCrate {
 #[derive(Clone, Copy, Debug)]
 enum Impl {
     Ours,
+    /// Ours, the receiver reading with `input_with` (zero-copy receive).
+    OursInPlace,
     Ikcp,
     KcpCrate,
 }
 
 impl Impl {
-    const ALL: [Impl; 3] = [Impl::Ours, Impl::Ikcp, Impl::KcpCrate];
+    const ALL: [Impl; 4] = [Impl::Ours, Impl::OursInPlace, Impl::Ikcp, Impl::KcpCrate];
 
     fn name(self) -> &'static str {
         match self {
             Impl::Ours => "kcp-rs",
+            Impl::OursInPlace => "kcp-rs input_with",
             Impl::Ikcp => "ikcp (C)",
             Impl::KcpCrate => "kcp 0.6",
         }
     }
 
+    /// Whether the receiver reads in place, through [`Peer::input_with`].
+    fn in_place(self) -> bool {
+        matches!(self, Impl::OursInPlace)
+    }
+
     fn make(self, cfg: &KcpConfig) -> Box<dyn Peer> {
         match self {
-            Impl::Ours => Box::new(Kcp::with_config(CONV, Outbox::default(), *cfg).unwrap()),
+            Impl::Ours | Impl::OursInPlace => {
+                Box::new(Kcp::with_config(CONV, Outbox::default(), *cfg).unwrap())
+            }
             Impl::Ikcp => Box::new(Ikcp::with_config(CONV, cfg).unwrap()),
             Impl::KcpCrate => Box::new(KcpCrate::new(cfg)),
         }
@@ -132,6 +142,7 @@ struct RoundPair {
     a: Box<dyn Peer>,
     b: Box<dyn Peer>,
     now: u32,
+    in_place: bool,
 }
 
 impl RoundPair {
@@ -145,6 +156,7 @@ impl RoundPair {
             a: imp.make(&cfg),
             b: imp.make(&cfg),
             now: 0,
+            in_place: imp.in_place(),
         };
         // Open the windows: the first update only sets cwnd, and the peer
         // must advertise its receive window once.
@@ -178,10 +190,21 @@ impl RoundPair {
         self.a.flush();
         lap(1);
         let (a, b) = (&mut self.a, &mut self.b);
-        a.drain(&mut |d| b.input(d).unwrap());
+        let mut got = 0;
+        if self.in_place {
+            // Input and read in one pass: the "recv" phase is empty.
+            a.drain(&mut |d| {
+                b.input_with(d, &mut |m, end| {
+                    assert!(m.len() == 64 && end);
+                    got += 1;
+                })
+                .unwrap();
+            });
+        } else {
+            a.drain(&mut |d| b.input(d).unwrap());
+        }
         lap(2);
         let mut buf = [0u8; 128];
-        let mut got = 0;
         while let Some(n) = b.recv(&mut buf) {
             assert_eq!(n, 64);
             got += 1;
@@ -216,69 +239,127 @@ fn message_round(c: &mut Criterion) {
 const BULK: usize = 16 << 20;
 const SEG: usize = 1376;
 
-/// Moves `BULK` bytes in 1,376-byte messages from a to b over an in-memory
-/// link losing `loss` of the datagrams each way (seeded), 10 ms ticks.
-/// Returns the bytes received, checked against what was sent.
-fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
-    let cfg = KcpConfig {
-        snd_wnd: 256,
-        rcv_wnd: 256,
-        ..KcpConfig::fast()
-    };
-    let mut a = imp.make(&cfg);
-    let mut b = imp.make(&cfg);
-    let mut rng = Rng::new(seed);
-    let mut msg = [0u8; SEG];
-    let count = BULK / SEG + 1;
-    let mut sent = 0;
-    let mut got = 0;
-    let mut bytes = 0;
-    let mut buf = [0u8; SEG];
-    let mut now = 0u32;
-    while got < count {
-        while sent < count && a.wait_snd() < 2 * cfg.snd_wnd as u32 {
-            msg[..8].copy_from_slice(&(sent as u64).to_le_bytes());
-            if a.send(&msg).is_err() {
-                break;
-            }
-            sent += 1;
-        }
-        a.update(now);
-        b.update(now);
-        // The link: each datagram goes from the sender's sink straight into
-        // the peer's input, or is dropped. Input sends nothing (in all three
-        // implementations), so this is the order of draining both sinks
-        // first and then delivering.
-        a.drain(&mut |d| {
-            if !rng.chance(loss) {
-                b.input(d).unwrap();
-            }
-        });
-        b.drain(&mut |d| {
-            if !rng.chance(loss) {
-                a.input(d).unwrap();
-            }
-        });
-        while let Some(n) = b.recv(&mut buf) {
-            assert_eq!(n, SEG);
-            let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
-            assert_eq!(id, got as u64, "out of order");
-            got += 1;
-            bytes += n;
-        }
-        now += 10;
-        assert!(
-            now < 10_000_000,
-            "bulk transfer stalled at {got} of {count}"
-        );
+/// A sender and a receiver joined by an in-memory link losing `loss` of
+/// the datagrams each way (seeded), under a 10 ms virtual clock.
+///
+/// Measured two ways: [`bulk`] builds a fresh pair for each transfer (the
+/// cost includes building the sessions and the first touch of their
+/// buffers), and the long-lived way runs transfer after transfer through
+/// one pair, as a real connection does (where allocating per segment meets
+/// a heap that the other live sessions have fragmented).
+struct BulkPair {
+    a: Box<dyn Peer>,
+    b: Box<dyn Peer>,
+    in_place: bool,
+    loss: f64,
+    rng: Rng,
+    now: u32,
+    /// Messages sent and received so far; message `i` carries `i`.
+    sent: u64,
+    got: u64,
+}
+
+impl BulkPair {
+    fn new(imp: Impl, loss: f64, seed: u64) -> BulkPair {
+        let cfg = KcpConfig {
+            snd_wnd: 256,
+            rcv_wnd: 256,
+            ..KcpConfig::fast()
+        };
+        let p = BulkPair {
+            a: imp.make(&cfg),
+            b: imp.make(&cfg),
+            in_place: imp.in_place(),
+            loss,
+            rng: Rng::new(seed),
+            now: 0,
+            sent: 0,
+            got: 0,
+        };
+        p
     }
-    assert!(bytes >= BULK);
-    bytes
+
+    /// A pair that has moved one transfer already: every buffer at its
+    /// working size.
+    fn long_lived(imp: Impl, loss: f64, seed: u64) -> BulkPair {
+        let mut p = BulkPair::new(imp, loss, seed);
+        p.run();
+        p
+    }
+
+    /// Moves `BULK` bytes in 1,376-byte messages from a to b. Returns the
+    /// bytes received, each message checked for its number (in order, once).
+    fn run(&mut self) -> usize {
+        let wnd = 256;
+        let mut msg = [0u8; SEG];
+        let end = self.got + (BULK / SEG + 1) as u64;
+        let mut bytes = 0;
+        let mut buf = [0u8; SEG];
+        let (a, b, rng, loss) = (&mut self.a, &mut self.b, &mut self.rng, self.loss);
+        let (sent, got) = (&mut self.sent, &mut self.got);
+        let first_now = self.now;
+        while *got < end {
+            while *sent < end && a.wait_snd() < 2 * wnd {
+                msg[..8].copy_from_slice(&sent.to_le_bytes());
+                if a.send(&msg).is_err() {
+                    break;
+                }
+                *sent += 1;
+            }
+            a.update(self.now);
+            b.update(self.now);
+            let mut check = |m: &[u8]| {
+                assert_eq!(m.len(), SEG);
+                let id = u64::from_le_bytes(m[..8].try_into().unwrap());
+                assert_eq!(id, *got, "out of order");
+                *got += 1;
+                bytes += m.len();
+            };
+            // The link: each datagram goes from the sender's sink straight
+            // into the peer's input, or is dropped. Input sends nothing (in
+            // all three implementations), so this is the order of draining
+            // both sinks first and then delivering.
+            a.drain(&mut |d| {
+                if rng.chance(loss) {
+                } else if self.in_place {
+                    b.input_with(d, &mut |m, end| {
+                        assert!(end);
+                        check(m);
+                    })
+                    .unwrap();
+                } else {
+                    b.input(d).unwrap();
+                }
+            });
+            b.drain(&mut |d| {
+                if !rng.chance(loss) {
+                    a.input(d).unwrap();
+                }
+            });
+            while let Some(n) = b.recv(&mut buf) {
+                check(&buf[..n]);
+            }
+            self.now += 10;
+            assert!(
+                self.now - first_now < 10_000_000,
+                "bulk transfer stalled at {got} of {end}"
+            );
+        }
+        assert!(bytes >= BULK);
+        bytes
+    }
+}
+
+/// One transfer through a fresh pair.
+fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
+    BulkPair::new(imp, loss, seed).run()
 }
 
 fn bulk_transfer(c: &mut Criterion) {
-    for loss in [0.0, 0.1] {
-        let mut g = c.benchmark_group(format!("bulk_16MiB_loss_{}pct", (loss * 100.0) as u32));
+    for (long_lived, loss) in [(false, 0.0), (false, 0.1), (true, 0.0), (true, 0.1)] {
+        let kind = if long_lived { "_long_lived" } else { "" };
+        let name = format!("bulk_16MiB_loss_{}pct{kind}", (loss * 100.0) as u32);
+        let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Bytes(BULK as u64));
         g.sample_size(10);
         for imp in Impl::ALL {
@@ -286,11 +367,16 @@ fn bulk_transfer(c: &mut Criterion) {
                 BenchmarkId::from_parameter(imp.name()),
                 &imp,
                 |bch, &imp| {
-                    let mut seed = 0;
-                    bch.iter(|| {
-                        seed += 1;
-                        black_box(bulk(imp, loss, seed))
-                    })
+                    if long_lived {
+                        let mut pair = BulkPair::long_lived(imp, loss, 1);
+                        bch.iter(|| black_box(pair.run()))
+                    } else {
+                        let mut seed = 0;
+                        bch.iter(|| {
+                            seed += 1;
+                            black_box(bulk(imp, loss, seed))
+                        })
+                    }
                 },
             );
         }
@@ -311,6 +397,7 @@ fn main() {
         if flag == "instr" {
             let imp = match imp.as_str() {
                 "ours" => Impl::Ours,
+                "ours-in-place" => Impl::OursInPlace,
                 "ikcp" => Impl::Ikcp,
                 "crate" => Impl::KcpCrate,
                 _ => panic!("unknown implementation {imp}"),
@@ -418,9 +505,10 @@ fn copies_only(rounds: usize) -> usize {
     total
 }
 
-/// `peers time <round|bulk0|bulk10|copies|phases> <reps>`: the three
-/// implementations in turn, one iteration each, `reps` times, so that a
-/// change in the machine's load hits all three alike; prints each one's
+/// `peers time <round|bulk0|bulk10|bulk0-long|bulk10-long|copies|phases>
+/// <reps>`: the implementations in turn, one iteration each, `reps` times,
+/// so that a change in the machine's load hits all alike (`-long`: each
+/// through one long-lived pair, see [`BulkPair`]); prints each one's
 /// median and its ratio to ikcp's (`phases`: the mean time per message of
 /// each phase of the round).
 fn interleaved(scenario: &str, reps: usize) {
@@ -444,6 +532,15 @@ fn interleaved(scenario: &str, reps: usize) {
         return;
     }
     let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
+    let loss = if scenario.starts_with("bulk10") { 0.1 } else { 0.0 };
+    let mut long: Vec<BulkPair> = if scenario.ends_with("-long") {
+        Impl::ALL
+            .iter()
+            .map(|&i| BulkPair::long_lived(i, loss, 1))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Impl::ALL.len()];
     for rep in 0..reps {
         for k in 0..Impl::ALL.len() {
@@ -459,11 +556,11 @@ fn interleaved(scenario: &str, reps: usize) {
                 "round" => {
                     black_box(pairs[i].round(ROUND));
                 }
-                "bulk0" => {
-                    black_box(bulk(Impl::ALL[i], 0.0, rep as u64 + 1));
+                "bulk0" | "bulk10" => {
+                    black_box(bulk(Impl::ALL[i], loss, rep as u64 + 1));
                 }
-                "bulk10" => {
-                    black_box(bulk(Impl::ALL[i], 0.1, rep as u64 + 1));
+                "bulk0-long" | "bulk10-long" => {
+                    black_box(long[i].run());
                 }
                 _ => panic!("unknown scenario {scenario}"),
             }
@@ -475,11 +572,12 @@ fn interleaved(scenario: &str, reps: usize) {
         v[v.len() / 2]
     };
     let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    let ikcp = Impl::ALL.iter().position(|i| matches!(i, Impl::Ikcp)).unwrap();
     for (imp, m) in Impl::ALL.iter().zip(&medians) {
         println!(
-            "{scenario} {:10} median {m:10.1} us  ratio to ikcp {:.2}",
+            "{scenario} {:17} median {m:10.1} us  ratio to ikcp {:.2}",
             imp.name(),
-            m / medians[1]
+            m / medians[ikcp]
         );
     }
 }

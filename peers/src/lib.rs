@@ -49,6 +49,29 @@ pub trait Peer {
     fn wait_snd(&self) -> u32;
     /// Size of the next message, if complete.
     fn peek_size(&self) -> Option<usize>;
+    /// Feeds one datagram and hands every message now complete to `read`
+    /// as `(piece, end)`, returning the bytes handed over. Ours does it
+    /// without copying ([`Kcp::input_with`]); the default reads each
+    /// message into a buffer with [`recv`](Self::recv).
+    ///
+    /// # Errors
+    /// The implementation refused the datagram.
+    fn input_with(
+        &mut self,
+        data: &[u8],
+        read: &mut dyn FnMut(&[u8], bool),
+    ) -> Result<usize, String> {
+        self.input(data)?;
+        let mut total = 0;
+        let mut buf = Vec::new();
+        while let Some(size) = self.peek_size() {
+            buf.resize(size.max(1), 0);
+            let n = self.recv(&mut buf).ok_or("recv after peek_size")?;
+            read(&buf[..n], true);
+            total += n;
+        }
+        Ok(total)
+    }
 }
 
 impl Peer for Ikcp {
@@ -106,6 +129,13 @@ impl Peer for Kcp<Outbox> {
     }
     fn peek_size(&self) -> Option<usize> {
         Kcp::peek_size(self).ok()
+    }
+    fn input_with(
+        &mut self,
+        data: &[u8],
+        read: &mut dyn FnMut(&[u8], bool),
+    ) -> Result<usize, String> {
+        Kcp::input_with(self, data, read).map_err(|e| e.to_string())
     }
 }
 
