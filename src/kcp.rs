@@ -334,7 +334,10 @@ impl<O: KcpOutput> Kcp<O> {
             let seg = *self.rcv.at(self.rcv_head().get());
             let end = self.cfg.stream || seg.frg == 0;
             let off = self.rcv_head_off;
-            read(self.rcv_pool.bytes(seg.block, off, seg.len as usize - off), end);
+            read(
+                self.rcv_pool.bytes(seg.block, off, seg.len as usize - off),
+                end,
+            );
             self.pop_rcv_head();
             if !self.cfg.stream && seg.frg == 0 {
                 break;

@@ -532,7 +532,11 @@ fn interleaved(scenario: &str, reps: usize) {
         return;
     }
     let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
-    let loss = if scenario.starts_with("bulk10") { 0.1 } else { 0.0 };
+    let loss = if scenario.starts_with("bulk10") {
+        0.1
+    } else {
+        0.0
+    };
     let mut long: Vec<BulkPair> = if scenario.ends_with("-long") {
         Impl::ALL
             .iter()
@@ -572,7 +576,10 @@ fn interleaved(scenario: &str, reps: usize) {
         v[v.len() / 2]
     };
     let medians: Vec<f64> = times.iter_mut().map(median).collect();
-    let ikcp = Impl::ALL.iter().position(|i| matches!(i, Impl::Ikcp)).unwrap();
+    let ikcp = Impl::ALL
+        .iter()
+        .position(|i| matches!(i, Impl::Ikcp))
+        .unwrap();
     for (imp, m) in Impl::ALL.iter().zip(&medians) {
         println!(
             "{scenario} {:17} median {m:10.1} us  ratio to ikcp {:.2}",
