@@ -288,29 +288,31 @@ impl<O: KcpOutput> Kcp<O> {
         self.recv_queued(buf)
     }
 
-    /// Hands the next complete message (message mode) or every byte
-    /// queued (stream mode) to `read` as slices of the receive buffer,
-    /// without copying them into a buffer of the caller's, and consumes
-    /// what it handed over. Returns the number of bytes.
+    /// Hands the next complete message (message mode) or the bytes of the
+    /// next segment (stream mode) to `read` as slices of the receive
+    /// buffer, without copying them into a buffer of the caller's, and
+    /// consumes what it handed over. Returns the number of bytes.
     ///
     /// `read` gets `(piece, end)`: a message comes as its segments'
-    /// payloads in order, `end` set on the last; stream mode sets `end` on
-    /// every piece. One call hands over one message: a reader that stops
-    /// between messages keeps the rest queued, and the receive window
-    /// closes behind it as with [`recv`](Self::recv).
+    /// payloads in order, `end` set on the last; stream mode hands one
+    /// piece per call, `end` set. A reader that stops between calls keeps
+    /// the rest queued, and the receive window closes behind it as with
+    /// [`recv`](Self::recv).
     ///
     /// # Errors
     /// [`KcpError::WouldBlock`]: nothing complete to read yet.
     ///
     /// # Examples
     /// ```
-    /// use kcp_rs::{Kcp, KcpResult};
+    /// use kcp_rs::{Kcp, KcpConfig, KcpResult};
     ///
     /// let mut wire: Vec<Vec<u8>> = Vec::new();
-    /// let mut a = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> {
+    /// let out = |d: &[u8]| -> KcpResult<usize> {
     ///     wire.push(d.to_vec());
     ///     Ok(d.len())
-    /// });
+    /// };
+    /// // `fast()` has no congestion window: everything goes in one flush.
+    /// let mut a = Kcp::with_config(1, out, KcpConfig::fast())?;
     /// a.send(&[7u8; 3000])?; // three segments
     /// a.update(0);
     /// drop(a);
@@ -328,18 +330,18 @@ impl<O: KcpOutput> Kcp<O> {
     /// # Ok::<(), kcp_rs::KcpError>(())
     /// ```
     pub fn recv_with<F: FnMut(&[u8], bool)>(&mut self, mut read: F) -> KcpResult<usize> {
-        let size = self.peek_size()?;
+        self.peek_size()?;
         let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let mut size = 0;
         while self.nrcv_que > 0 {
             let seg = *self.rcv.at(self.rcv_head().get());
             let end = self.cfg.stream || seg.frg == 0;
             let off = self.rcv_head_off;
-            read(
-                self.rcv_pool.bytes(seg.block, off, seg.len as usize - off),
-                end,
-            );
+            let piece = self.rcv_pool.bytes(seg.block, off, seg.len as usize - off);
+            size += piece.len();
+            read(piece, end);
             self.pop_rcv_head();
-            if !self.cfg.stream && seg.frg == 0 {
+            if end {
                 break;
             }
         }
@@ -486,13 +488,15 @@ impl<O: KcpOutput> Kcp<O> {
     ///
     /// # Examples
     /// ```
-    /// use kcp_rs::{Kcp, KcpResult};
+    /// use kcp_rs::{Kcp, KcpConfig, KcpResult};
     ///
     /// let mut wire: Vec<Vec<u8>> = Vec::new();
-    /// let mut a = Kcp::new(1, |d: &[u8]| -> KcpResult<usize> {
+    /// let out = |d: &[u8]| -> KcpResult<usize> {
     ///     wire.push(d.to_vec());
     ///     Ok(d.len())
-    /// });
+    /// };
+    /// // `fast()` has no congestion window: everything goes in one flush.
+    /// let mut a = Kcp::with_config(1, out, KcpConfig::fast())?;
     /// a.send(b"hello")?;
     /// a.update(0);
     /// drop(a);

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BytesMut};
 use tokio::net::ToSocketAddrs;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
@@ -241,7 +241,6 @@ pub(crate) struct Endpoint {
     accept_tx: Option<mpsc::Sender<Accepted>>,
     dirty: Vec<u64>,
     rx: RecvBatch,
-    scratch: Vec<u8>,
     tx: Outbox,
     /// FEC packets made from `tx`.
     #[cfg(feature = "fec")]
@@ -259,9 +258,7 @@ impl Endpoint {
     ) -> Endpoint {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         // A datagram longer than the MTU is not KCP's (see
-        // `UdpIo::recv_batch`). The scratch buffer for `Kcp::recv` grows on
-        // demand, to at most `rcv_wnd * mss` (the largest message a peer can
-        // send).
+        // `UdpIo::recv_batch`).
         let rx = io.recv_batch(cfg.kcp.mtu as usize);
         Endpoint {
             io,
@@ -276,7 +273,6 @@ impl Endpoint {
             accept_tx,
             dirty: Vec::new(),
             rx,
-            scratch: Vec::new(),
             tx: Outbox::default(),
             #[cfg(feature = "fec")]
             wire: Outbox::default(),
@@ -793,8 +789,7 @@ impl Endpoint {
         if may_hold {
             sess.shared.ack_held.store(true, SeqCst);
         }
-        let delivered =
-            (sess.role == Role::Client || sess.confirmed) && pump_reads(sess, &mut self.scratch);
+        let delivered = (sess.role == Role::Client || sess.confirmed) && pump_reads(sess);
         // The reader made room in a shut window (or the peer asked): KCP
         // tells the peer at its next flush, which without this would wait
         // for the next `interval` tick while the peer sits idle.
@@ -1102,7 +1097,7 @@ fn pump_writes(sess: &mut Session) -> Result<bool, ()> {
 /// room; when it is full, stops (KCP's window closes) and asks to be woken.
 /// With the reader gone, the data is discarded. Returns whether a reader
 /// whose queue was empty (one likely waiting) was handed data.
-fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) -> bool {
+fn pump_reads(sess: &mut Session) -> bool {
     let stream = sess.shared.stream_mode;
     let was_waiting = sess.in_tx.capacity() == sess.in_tx.max_capacity();
     let mut delivered = false;
@@ -1119,17 +1114,28 @@ fn pump_reads(sess: &mut Session, scratch: &mut Vec<u8>) -> bool {
                 }
             }
         };
-        let want = if stream { RECV_CHUNK } else { size };
-        if scratch.len() < want {
-            scratch.resize(want, 0);
-        }
-        let Ok(n) = sess.kcp.recv(&mut scratch[..want]) else {
+        // One copy, from KCP's receive buffer into the chunk the reader
+        // gets: a whole message, or stream segments up to `RECV_CHUNK`.
+        let mut chunk = BytesMut::with_capacity(size.min(RECV_CHUNK + sess.kcp.mss()));
+        if stream {
+            while chunk.len() < RECV_CHUNK
+                && sess
+                    .kcp
+                    .recv_with(|piece, _| chunk.extend_from_slice(piece))
+                    .is_ok()
+            {}
+        } else if sess
+            .kcp
+            .recv_with(|piece, _| chunk.extend_from_slice(piece))
+            .is_err()
+        {
             break;
-        };
+        }
+        let n = chunk.len();
         sess.stats.app_bytes_received += n as u64;
         if let Some(p) = permit {
             if n > 0 || !stream {
-                p.send(Bytes::copy_from_slice(&scratch[..n]));
+                p.send(chunk.freeze());
                 delivered = true;
             }
         }
