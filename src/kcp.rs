@@ -994,6 +994,7 @@ impl<O: KcpOutput> Kcp<O> {
         }
     }
 
+    #[inline(always)]
     fn validate(&self, data: &[u8]) -> KcpResult<()> {
         let Some((first, _, _)) = split_segment(data) else {
             return Err(KcpError::InvalidPacket);
@@ -1178,6 +1179,7 @@ impl<O: KcpOutput> Kcp<O> {
         !(slot.live && slot.sn == h.sn)
     }
 
+    #[inline(always)]
     fn parse_data(&mut self, h: &Header, body: &[u8]) {
         // Caller checked rcv_nxt <= sn < rcv_nxt + rcv_wnd, so the slot is
         // not one of the application queue's.
@@ -1249,7 +1251,7 @@ impl<O: KcpOutput> Kcp<O> {
     // snd_nxt (`shrink_buf` runs after every ACK that could move it), so a
     // `una` not past snd_una has nothing to do: ikcp's parse_una and
     // shrink_buf in one, without their work in the common case.
-    #[inline]
+    #[inline(always)]
     fn parse_una(&mut self, una: Seq) {
         if una <= self.snd_una {
             return;
