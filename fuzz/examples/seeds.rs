@@ -4,7 +4,8 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example seeds
 //! ```
 //!
-//! - `kcp_input`: for a spread of flag bytes, the peer's genuine datagrams
+//! - `kcp_input`: for a spread of flag bytes (some with the victim on the
+//!   zero-copy `input_with`), the peer's genuine datagrams
 //!   from the prelude (replays), plus hand-made segments with the right conv
 //!   (window probes, a zero window, an ACK from far in the past, data at and
 //!   beyond the receive window);
@@ -42,6 +43,8 @@ fn main() -> std::io::Result<()> {
 
     for flags in [
         0x00u8, 0x01, 0x02, 0x03, 0x05, 0x0a, 0x0d, 0x13, 0x22, 0x31, 0x46, 0x7f,
+        // The victim on `input_with` / `recv_with`.
+        0x80, 0x81, 0x83, 0x8a, 0xb1, 0xd3,
     ] {
         let d = prelude(flags);
         let peer = 1 - victim(flags);
@@ -51,8 +54,11 @@ fn main() -> std::io::Result<()> {
             input.join(format!("replay-{flags:02x}")),
             encode(flags, &refs),
         )?;
+        // The victim's reader does not change what its peer sends.
         for (i, g) in genuine.iter().take(2).enumerate() {
-            fs::write(codec.join(format!("genuine-{flags:02x}-{i}")), g)?;
+            if flags & 0x80 == 0 {
+                fs::write(codec.join(format!("genuine-{flags:02x}-{i}")), g)?;
+            }
         }
 
         let sn = if flags & 0x10 != 0 { u32::MAX - 2 } else { 0 };

@@ -17,6 +17,15 @@
 //! working. An untainted direction must deliver everything sent on it, in
 //! order, exactly once, once the wire is honest; a tainted one is only
 //! required not to panic, not to hang and to stay within its memory bound.
+//!
+//! Each side reads with the calls its [`Reader`] names: `input` and `recv`,
+//! or the zero-copy `input_with` (everything in order handed over at once)
+//! and `recv_with` (one message, or one stream segment, as slices of the
+//! receive buffer). What the zero-copy calls hand over goes through the same
+//! check as what `recv` copies, and must keep message boundaries: in message
+//! mode each call hands whole messages only (`end` on the last piece of
+//! each), in stream mode `end` is set on every piece; the count a call
+//! returns is the bytes it handed; a call that fails hands nothing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -103,6 +112,37 @@ impl Ledger {
     }
 }
 
+/// How a side reads what its peer sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reader {
+    /// Datagrams go to `input_with`, which hands over everything in order
+    /// at once; else to `input`.
+    pub input_with: bool,
+    /// [`Duo::recv_all`] (and so the honest phase) reads with `recv_with`;
+    /// else with `recv`.
+    pub recv_with: bool,
+}
+
+/// What one zero-copy call handed over: the pieces back to back in `bytes`,
+/// and each piece's length and `end` flag.
+#[derive(Default)]
+struct Handed {
+    bytes: Vec<u8>,
+    pieces: Vec<(usize, bool)>,
+}
+
+impl Handed {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.pieces.clear();
+    }
+
+    fn push(&mut self, piece: &[u8], end: bool) {
+        self.bytes.extend_from_slice(piece);
+        self.pieces.push((piece.len(), end));
+    }
+}
+
 /// The application data one side sent, to check what the other receives.
 enum Flow {
     Messages {
@@ -122,6 +162,8 @@ pub struct Duo {
     pub k: [Kcp<Outbox>; 2],
     /// The clock both sessions see.
     pub now: u32,
+    /// How each side reads; `input` and `recv` unless a harness says else.
+    pub reader: [Reader; 2],
     wire: [VecDeque<Vec<u8>>; 2],
     history: [VecDeque<Vec<u8>>; 2],
     led: [Ledger; 2],
@@ -133,6 +175,9 @@ pub struct Duo {
     interval: u32,
     outputs: u64,
     scratch: Vec<u8>,
+    handed: Handed,
+    /// Bytes handed over by the zero-copy calls, per receiving side.
+    zero_copy_bytes: [u64; 2],
 }
 
 impl Duo {
@@ -161,6 +206,7 @@ impl Duo {
         Duo {
             k: [new_kcp(), new_kcp()],
             now,
+            reader: Default::default(),
             wire: Default::default(),
             history: Default::default(),
             led: [Ledger::new(cfg.initial_sn), Ledger::new(cfg.initial_sn)],
@@ -172,6 +218,8 @@ impl Duo {
             interval: cfg.interval,
             outputs: 0,
             scratch: Vec::new(),
+            handed: Handed::default(),
+            zero_copy_bytes: [0; 2],
         }
     }
 
@@ -234,8 +282,60 @@ impl Duo {
         res
     }
 
-    /// Reads everything `side` has ready.
+    /// One `recv_with` on `side`, checking what it hands over.
+    ///
+    /// # Panics
+    /// When the data is not what the peer sent next (on an untainted
+    /// direction), when a message comes incomplete or a stream call hands
+    /// more than one piece, when the count returned is not the bytes handed
+    /// or disagrees with `peek_size`, or on an error `recv_with` does not
+    /// document.
+    pub fn recv_with(&mut self, side: usize) -> Result<usize, KcpError> {
+        let peek = self.k[side].peek_size();
+        let mut handed = std::mem::take(&mut self.handed);
+        handed.clear();
+        let res = self.k[side].recv_with(|piece, end| handed.push(piece, end));
+        self.handed = handed;
+        match (res, peek) {
+            (Ok(n), Ok(ready)) => {
+                if self.stream {
+                    assert!(
+                        n <= ready && self.handed.pieces.len() == 1,
+                        "stream-mode recv_with handed {n} bytes in {} pieces, {ready} ready",
+                        self.handed.pieces.len()
+                    );
+                } else {
+                    assert_eq!(n, ready, "recv_with handed other than peek_size said");
+                }
+                self.take_handed(side, n, "recv_with", true);
+            }
+            (Ok(n), Err(e)) => panic!("recv_with handed {n} bytes although peek_size said {e:?}"),
+            (Err(KcpError::WouldBlock), _) => {
+                assert!(
+                    self.handed.pieces.is_empty(),
+                    "recv_with handed data and said WouldBlock"
+                );
+                assert!(
+                    peek.is_err(),
+                    "recv_with said WouldBlock, peek_size {peek:?}"
+                );
+            }
+            (Err(e), _) => panic!("recv_with failed with an undocumented error: {e:?}"),
+        }
+        res
+    }
+
+    /// Reads everything `side` has ready, with `recv` or `recv_with` as its
+    /// [`Reader`] says.
     pub fn recv_all(&mut self, side: usize) {
+        if self.reader[side].recv_with {
+            while self.k[side].peek_size().is_ok() {
+                if let Err(e) = self.recv_with(side) {
+                    panic!("recv_with failed although peek_size said data is ready: {e:?}");
+                }
+            }
+            return;
+        }
         loop {
             let cap = match self.k[side].peek_size() {
                 Ok(n) if self.stream => n.clamp(1, 4096),
@@ -299,9 +399,10 @@ impl Duo {
             let Some(d) = self.wire[from].pop_front() else {
                 return;
             };
-            if let Err(e) = self.k[1 - from].input(&d) {
+            if let Err(e) = self.input(1 - from, &d) {
                 panic!("side {} refused a genuine datagram: {e:?} {d:?}", 1 - from);
             }
+            self.take_input_handed(1 - from);
         }
     }
 
@@ -342,17 +443,25 @@ impl Duo {
     /// # Panics
     /// On an error `input` does not document.
     pub fn inject(&mut self, side: usize, bytes: &[u8]) -> Result<(), KcpError> {
-        let res = self.k[side].input(bytes);
+        let res = self.input(side, bytes);
         match res {
             Ok(()) => {
                 let t = self.damage(side, bytes);
                 self.tainted[0] |= t[0];
                 self.tainted[1] |= t[1];
+                // Checked once the taint is known: forged data is handed
+                // over within the call that accepts it.
+                self.take_input_handed(side);
             }
             Err(KcpError::InvalidPacket | KcpError::ConvMismatch { .. }) => {}
             Err(e) => panic!("input failed with an undocumented error: {e:?}"),
         }
         res
+    }
+
+    /// Bytes the zero-copy calls handed to `side` so far.
+    pub fn zero_copy_bytes(&self, side: usize) -> u64 {
+        self.zero_copy_bytes[side]
     }
 
     /// Asserts both sessions are within their memory bound.
@@ -463,6 +572,95 @@ impl Duo {
             "{what}: the pair did not deliver everything: {}",
             self.describe()
         )
+    }
+
+    /// `input` or `input_with` on `side`, as its reader says; what
+    /// `input_with` hands over waits in `self.handed` for
+    /// [`take_input_handed`](Self::take_input_handed).
+    fn input(&mut self, side: usize, bytes: &[u8]) -> Result<(), KcpError> {
+        self.handed.clear();
+        if !self.reader[side].input_with {
+            return self.k[side].input(bytes);
+        }
+        let mut handed = std::mem::take(&mut self.handed);
+        let res = self.k[side].input_with(bytes, |piece, end| handed.push(piece, end));
+        self.handed = handed;
+        match res {
+            Ok(n) => {
+                assert_eq!(
+                    n,
+                    self.handed.bytes.len(),
+                    "input_with returned other than the bytes it handed"
+                );
+                if let Ok(ready) = self.k[side].peek_size() {
+                    panic!("input_with left {ready} bytes ready to read");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                assert!(
+                    self.handed.pieces.is_empty(),
+                    "input_with handed data over and failed with {e:?}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks what the last [`input`](Self::input) handed over, if it used
+    /// `input_with`.
+    fn take_input_handed(&mut self, side: usize) {
+        if self.reader[side].input_with {
+            let n = self.handed.bytes.len();
+            self.take_handed(side, n, "input_with", false);
+        }
+    }
+
+    /// Checks the pieces in `self.handed`, `n` bytes that `call` handed to
+    /// `side`: each at most one MSS, `end` on every stream piece, whole
+    /// messages in message mode (exactly one if `one_message`), and the
+    /// data what the peer sent next.
+    fn take_handed(&mut self, side: usize, n: usize, call: &str, one_message: bool) {
+        let from = 1 - side;
+        let handed = std::mem::take(&mut self.handed);
+        assert_eq!(
+            n,
+            handed.bytes.len(),
+            "{call} returned {n}, handed {}",
+            handed.bytes.len()
+        );
+        self.zero_copy_bytes[side] += n as u64;
+        let mss = self.k[side].mss();
+        let (mut at, mut start, mut messages) = (0, 0, 0);
+        for &(len, end) in &handed.pieces {
+            assert!(
+                len <= mss,
+                "{call} handed a {len}-byte piece, the MSS is {mss}"
+            );
+            at += len;
+            if self.stream {
+                assert!(end, "{call} handed a stream piece without `end`");
+            }
+            if end {
+                self.verify(from, &handed.bytes[start..at]);
+                start = at;
+                messages += 1;
+            }
+        }
+        // A forged fragment count can cut a tainted direction's messages
+        // anywhere; an untainted one must come whole.
+        if !self.tainted[from] && !self.stream {
+            assert_eq!(
+                start,
+                at,
+                "{call} on side {side} handed {} bytes of a message without its end",
+                at - start
+            );
+            if one_message {
+                assert_eq!(messages, 1, "{call} handed {messages} messages, not one");
+            }
+        }
+        self.handed = handed;
     }
 
     fn direction_done(&self, side: usize) -> bool {
@@ -666,6 +864,97 @@ mod tests {
             queue.push_back((99, 5));
         }
         assert!(!d.settle(100));
+    }
+
+    /// A pair whose side 1 reads with the zero-copy calls, side 0's
+    /// message of `len` bytes (a fragment or more) queued at side 1 unread.
+    fn zero_copy_pending(len: usize) -> Duo {
+        let mut d = Duo::new(config(0, false), 0);
+        d.reader[1] = Reader {
+            input_with: false,
+            recv_with: true,
+        };
+        d.send(0, len).unwrap();
+        d.update(0);
+        d.deliver(0, usize::MAX);
+        d
+    }
+
+    #[test]
+    fn zero_copy_readers_deliver_exactly() {
+        for stream in [false, true] {
+            for input_with in [false, true] {
+                let mut d = Duo::new(config(0, stream), 0);
+                d.reader = [Reader {
+                    input_with,
+                    recv_with: true,
+                }; 2];
+                d.send(0, 3000).unwrap();
+                d.send(1, 0).unwrap();
+                d.send(1, 7).unwrap();
+                assert!(d.settle(1000), "{}", d.describe());
+                assert_eq!(d.zero_copy_bytes(1), 3000);
+                assert_eq!(d.zero_copy_bytes(0), 7);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "without its end")]
+    fn a_message_handed_without_its_end_is_caught() {
+        let mut d = zero_copy_pending(3000);
+        let k = &mut d.k[1];
+        let mut handed = Handed::default();
+        // As if recv_with forgot `end` on the last piece.
+        k.recv_with(|piece, end| handed.push(piece, end && false))
+            .unwrap();
+        d.handed = handed;
+        d.take_handed(1, 3000, "recv_with", true);
+    }
+
+    #[test]
+    #[should_panic(expected = "wrong length")]
+    fn a_message_cut_in_two_is_caught() {
+        let mut d = zero_copy_pending(3000);
+        let mut handed = Handed::default();
+        // As if recv_with set `end` on the first fragment too.
+        let mut first = true;
+        let n = d.k[1]
+            .recv_with(|piece, end| {
+                handed.push(piece, end || first);
+                first = false;
+            })
+            .unwrap();
+        d.handed = handed;
+        d.take_handed(1, n, "recv_with", true);
+    }
+
+    #[test]
+    #[should_panic(expected = "returned 5, handed 3000")]
+    fn a_wrong_count_is_caught() {
+        let mut d = zero_copy_pending(3000);
+        let mut handed = Handed::default();
+        d.k[1]
+            .recv_with(|piece, end| handed.push(piece, end))
+            .unwrap();
+        d.handed = handed;
+        d.take_handed(1, 5, "recv_with", true);
+    }
+
+    #[test]
+    #[should_panic(expected = "corrupt")]
+    fn corrupt_zero_copy_data_is_caught() {
+        let mut d = zero_copy_pending(100);
+        let mut handed = Handed::default();
+        d.k[1]
+            .recv_with(|piece, end| {
+                let mut p = piece.to_vec();
+                p[50] ^= 1;
+                handed.push(&p, end);
+            })
+            .unwrap();
+        d.handed = handed;
+        d.take_handed(1, 100, "recv_with", true);
     }
 
     #[test]

@@ -12,16 +12,19 @@
 //! | 4 | sequence numbers start at `u32::MAX - 2` (wrap during the prelude) |
 //! | 5 | the victim flushes after each datagram and its reply reaches the peer |
 //! | 6 | the clock starts just below `u32::MAX` |
+//! | 7 | the victim takes datagrams with `input_with` and reads with `recv_with` (else `input` and `recv`), from the prelude on |
 //!
 //! The pair first exchanges a few messages both ways (one of several
 //! fragments) until both are idle. The datagrams then go to the victim's
-//! `input`. Afterwards: no panic, memory within bound, and a fresh message
+//! `input` (or `input_with`, whose hand-over is checked as in
+//! [`duo`](crate::duo): what forged data it delivers must be recognised as
+//! forged, and it keeps message boundaries). Afterwards: no panic, memory within bound, and a fresh message
 //! each way over an honest wire must arrive, exactly, unless the garbage
 //! forged data into that direction (see [`duo`](crate::duo)). The victim's
 //! own direction cannot be forged into while it has nothing in flight, so
 //! its message must always arrive.
 
-use crate::duo::{config, Duo};
+use crate::duo::{config, Duo, Reader};
 
 /// Datagrams taken from one input at most.
 const MAX_DATAGRAMS: usize = 64;
@@ -36,6 +39,12 @@ pub fn prelude(flags: u8) -> Duo {
     }
     let now = if flags & 0x40 != 0 { u32::MAX - 500 } else { 0 };
     let mut d = Duo::new(cfg, now);
+    if flags & 0x80 != 0 {
+        d.reader[victim(flags)] = Reader {
+            input_with: true,
+            recv_with: true,
+        };
+    }
     let mss = d.k[0].mss();
     for (side, len) in [(0, 5), (1, 1), (0, 2 * mss + mss / 2), (1, 0), (1, 40)] {
         if let Err(e) = d.send(side, len) {
@@ -135,7 +144,7 @@ mod tests {
 
     #[test]
     fn every_flag_combination_survives_replays_of_the_peer() {
-        for flags in 0..=0x7f {
+        for flags in 0..=0xff {
             let d = prelude(flags);
             let peer = 1 - victim(flags);
             let replay: Vec<Vec<u8>> = (0..8).filter_map(|i| d.recent(peer, i)).collect();
@@ -163,6 +172,17 @@ mod tests {
             h.sn = kcp_rs::sequence::Seq::new(sn);
             h.emit(&mut dgram);
             run(&encode(0b10, &[&dgram]));
+            run(&encode(0x82, &[&dgram]));
+        }
+    }
+
+    #[test]
+    fn the_zero_copy_victim_reads_with_input_with() {
+        for flags in [0x80u8, 0x81, 0x83, 0x8a, 0xd3] {
+            let d = prelude(flags);
+            let v = victim(flags);
+            assert!(d.zero_copy_bytes(v) > 0, "flags {flags:02x}");
+            assert_eq!(d.zero_copy_bytes(1 - v), 0, "flags {flags:02x}");
         }
     }
 }

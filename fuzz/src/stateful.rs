@@ -1,17 +1,21 @@
 //! `kcp_stateful`: an `arbitrary` sequence of operations on a pair.
 //!
-//! The operations drive both sessions' application and network sides and
-//! abuse the wire: loss, reordering, replays of recent datagrams (also fed
+//! The operations drive both sessions' application and network sides
+//! (each side reads with `input` + `recv` or the zero-copy `input_with` /
+//! `recv_with`, switched by [`Op::Reader`] at any point, and
+//! [`Op::RecvWith`] mixes `recv_with` with `recv`) and abuse the wire: loss, reordering, replays of recent datagrams (also fed
 //! back to their own sender), truncations, header fields overwritten and
 //! bytes flipped, and a clock that stalls, jumps back or leaps across the
 //! wrap. Invariants, checked throughout:
 //!
-//! - nothing panics and `input` / `send` / `recv` fail only as documented;
+//! - nothing panics and `input` / `input_with` / `send` / `recv` /
+//!   `recv_with` fail only as documented;
 //! - every genuine datagram is accepted and no session emits a malformed one;
 //! - memory stays within `memory_footprint_max`;
 //! - `check` never names a time in the past, nor one far ahead when idle;
 //! - data received on an untainted direction (see [`duo`](crate::duo)) is
-//!   exactly what was sent next, in order, once.
+//!   exactly what was sent next, in order, once, whichever call read it;
+//!   the zero-copy calls keep message boundaries (see [`duo`](crate::duo)).
 //!
 //! Then the garbage stops and the wire turns honest: each untainted
 //! direction must deliver everything ever sent on it, and then a fresh
@@ -19,7 +23,7 @@
 
 use arbitrary::Arbitrary;
 
-use crate::duo::{config, Duo};
+use crate::duo::{config, Duo, Reader};
 
 /// Operations taken from one input at most.
 const MAX_OPS: usize = 400;
@@ -84,6 +88,16 @@ pub enum Op {
     Flush { side: bool },
     /// `check` at the current clock.
     Check { side: bool },
+    /// One `recv_with`.
+    RecvWith { side: bool },
+    /// From now on `side` takes datagrams with `input_with` (else `input`)
+    /// and reads everything ready with `recv_with` (else `recv`); also for
+    /// the honest phase at the end.
+    Reader {
+        side: bool,
+        input_with: bool,
+        recv_with: bool,
+    },
 }
 
 /// Header field offsets and widths, in [`Op::Mutate`]'s order.
@@ -103,6 +117,14 @@ const FIELDS: [(usize, usize); 8] = [
 /// # Panics
 /// When an invariant breaks (that is the point).
 pub fn run(s: &Scenario) {
+    run_pair(s);
+}
+
+/// [`run`], returning the pair at the end (for tests).
+///
+/// # Panics
+/// When an invariant breaks.
+pub fn run_pair(s: &Scenario) -> Duo {
     let mut cfg = config(s.config, s.stream);
     if s.wrap_sn {
         cfg.initial_sn = u32::MAX - 8;
@@ -132,6 +154,7 @@ pub fn run(s: &Scenario) {
     if !d.settle(SETTLE_LIMIT) {
         d.fail_unsettled("fresh messages");
     }
+    d
 }
 
 fn apply(d: &mut Duo, op: Op, max_message: usize) {
@@ -184,6 +207,19 @@ fn apply(d: &mut Duo, op: Op, max_message: usize) {
         Op::Flush { side } => d.flush(idx(side)),
         Op::Check { side } => {
             d.check(idx(side));
+        }
+        Op::RecvWith { side } => {
+            let _ = d.recv_with(idx(side));
+        }
+        Op::Reader {
+            side,
+            input_with,
+            recv_with,
+        } => {
+            d.reader[idx(side)] = Reader {
+                input_with,
+                recv_with,
+            }
         }
     }
     d.collect();
@@ -306,6 +342,41 @@ mod tests {
         for config in 0..4 {
             for stream in [false, true] {
                 run(&scenario(config, stream, rough_ops()));
+            }
+        }
+    }
+
+    #[test]
+    fn rough_scenarios_settle_with_every_reader() {
+        for config in 0..4 {
+            for stream in [false, true] {
+                for bits in 1..16u8 {
+                    let reader = |side: bool, shift: u8| Op::Reader {
+                        side,
+                        input_with: bits >> shift & 1 != 0,
+                        recv_with: bits >> shift & 2 != 0,
+                    };
+                    let mut ops = vec![reader(false, 0), reader(true, 2)];
+                    ops.extend(rough_ops());
+                    // Halfway, a copying read, one zero-copy read, and
+                    // every reader swapped: queued data meets the other call.
+                    let half = ops.len() / 2;
+                    ops.insert(half, reader(true, 0));
+                    ops.insert(half, reader(false, 2));
+                    ops.insert(half, Op::RecvWith { side: true });
+                    ops.insert(
+                        half,
+                        Op::Recv {
+                            side: true,
+                            cap: 0x8010,
+                        },
+                    );
+                    let d = run_pair(&scenario(config, stream, ops));
+                    assert!(
+                        d.zero_copy_bytes(0) + d.zero_copy_bytes(1) > 0,
+                        "config {config} stream {stream} readers {bits:04b}: nothing zero-copy"
+                    );
+                }
             }
         }
     }
