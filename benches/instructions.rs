@@ -78,6 +78,11 @@ const SCENARIOS: &[Scenario] = &[
         run: input_push,
     },
     Scenario {
+        name: "input_with_push",
+        iters: 1_000,
+        run: input_with_push,
+    },
+    Scenario {
         name: "input_ack",
         iters: 1_000,
         run: input_ack,
@@ -86,6 +91,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "message_round",
         iters: 1_000,
         run: message_round,
+    },
+    Scenario {
+        name: "message_round_in_place",
+        iters: 1_000,
+        run: message_round_in_place,
     },
     Scenario {
         name: "message_round_mss",
@@ -245,6 +255,38 @@ fn input_push(n: usize) {
     assert_eq!(b.queued_recv() as usize, n);
 }
 
+/// `input_with` of a datagram holding one in-order 64-byte PUSH, nothing
+/// queued: validate, queue an ACK, hand the message to the reader straight
+/// from the datagram (not copied, not stored). `input_push` plus the `recv`
+/// that would follow it is the copying equivalent.
+fn input_with_push(n: usize) {
+    let cfg = KcpConfig {
+        snd_wnd: 1024,
+        rcv_wnd: 1024,
+        ..KcpConfig::fast()
+    };
+    let (mut a, mut b) = sessions(cfg);
+    let mut now = T0;
+    warm_up(&mut a, &mut b, &mut now, 1_000);
+    let pushes = one_push_per_datagram(&mut a, 1_000);
+    let received = b.stats().in_segments;
+    let (mut handed, mut last) = (0, (std::ptr::null(), false));
+    for d in &pushes[..n] {
+        handed += b
+            .input_with(black_box(d), |piece, end| {
+                last = (black_box(piece).as_ptr(), end);
+            })
+            .expect("an honest PUSH");
+    }
+    assert_eq!(b.stats().in_segments, received + n as u64);
+    assert_eq!(handed, n * MSG.len());
+    assert_eq!(b.queued_recv(), 0);
+    if let Some(d) = pushes[..n].last() {
+        // Handed in place: the payload right after the datagram's header.
+        assert_eq!(last, (d[OVERHEAD..].as_ptr(), true));
+    }
+}
+
 /// `input` of a datagram holding one ACK of the oldest segment in flight:
 /// RTT sample, free the segment and its block, advance `snd_una`, grow cwnd.
 fn input_ack(n: usize) {
@@ -286,6 +328,34 @@ fn message_round(n: usize) {
         round(&mut a, &mut b, &mut now, &mut buf);
     }
     assert_eq!(a.wait_snd(), 0);
+    assert_eq!(a.stats().retransmits, 0);
+}
+
+/// `message_round` with the receiver on `input_with`: the message is handed
+/// over in place from the datagram, so `b.input` and `b.recv` become one
+/// `b.input_with` and the payload is copied once (into `a`'s send buffer)
+/// instead of twice more.
+fn message_round_in_place(n: usize) {
+    let (mut a, mut b) = sessions(KcpConfig::fast());
+    let mut now = T0;
+    warm_up(&mut a, &mut b, &mut now, 200);
+    let mut handed = 0;
+    for _ in 0..n {
+        assert_eq!(a.send(black_box(&MSG)), Ok(MSG.len()));
+        now = now.wrapping_add(a.config().interval);
+        a.update(now);
+        a.output_mut().drain(|d| {
+            handed += b
+                .input_with(d, |piece, end| {
+                    black_box((piece, end));
+                })
+                .expect("an honest datagram");
+        });
+        b.update(now);
+        deliver(&mut b, &mut a);
+    }
+    assert_eq!(handed, n * MSG.len());
+    assert_eq!((a.wait_snd(), b.queued_recv()), (0, 0));
     assert_eq!(a.stats().retransmits, 0);
 }
 
