@@ -903,10 +903,10 @@ mod tests {
     #[should_panic(expected = "without its end")]
     fn a_message_handed_without_its_end_is_caught() {
         let mut d = zero_copy_pending(3000);
-        let k = &mut d.k[1];
         let mut handed = Handed::default();
         // As if recv_with forgot `end` on the last piece.
-        k.recv_with(|piece, end| handed.push(piece, end && false))
+        d.k[1]
+            .recv_with(|piece, _| handed.push(piece, false))
             .unwrap();
         d.handed = handed;
         d.take_handed(1, 3000, "recv_with", true);
