@@ -1236,6 +1236,7 @@ impl<O: KcpOutput> Kcp<O> {
         }
     }
 
+    #[inline(always)]
     fn parse_ack(&mut self, sn: Seq) {
         if sn < self.snd_una || sn >= self.snd_nxt {
             return;
