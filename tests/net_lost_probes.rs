@@ -7,10 +7,15 @@
 //!   RTO after the window shut, doubling up to a second;
 //! - a connecting peer's answers to the listener's half-open probe are
 //!   lost several times over while it keeps sending: the listener must
-//!   not let the session expire (it would then ignore the peer).
+//!   not let the session expire (it would then ignore the peer);
+//! - a connecting peer fills the half-open session's receive window (which
+//!   nobody reads until the session is confirmed) and every answer it
+//!   sends to the listener's probe is lost: its own probes of the shut
+//!   window must confirm the session.
 //!
 //! The peer is a bare core [`Kcp`] on a std UDP socket, so the test decides
-//! exactly when it reads and which datagrams it loses.
+//! exactly when it reads and which datagrams it loses; in the last test it
+//! is a [`KcpStream`] behind a relay that drops its `WINS` datagrams.
 #![cfg(feature = "tokio")]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -18,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use kcp_rs::codec::{Header, Segments};
 use kcp_rs::constants::{CMD_PUSH, CMD_WINS};
-use kcp_rs::net::{KcpListener, SessionConfig};
+use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
 use kcp_rs::{Kcp, KcpConfig, KcpOutput, KcpResult};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BYTES: usize = 256 << 10;
 /// Small, so a few segments shut it.
@@ -285,4 +290,95 @@ async fn a_lost_first_datagram_does_not_delay_the_session() {
         waited < Duration::from_millis(1200),
         "accepted only after {waited:?}: the session waited for the first datagram"
     );
+}
+
+/// A relay on loopback that forwards between one client and `server`,
+/// dropping every datagram from the client that carries a `WINS`. Returns
+/// its address and a counter of the datagrams dropped.
+async fn drop_client_wins(
+    server: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    use std::sync::Arc;
+    use tokio::net::UdpSocket;
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let dropped = Arc::new(AtomicU32::new(0));
+    let counter = dropped.clone();
+    tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = r else { return };
+                    client = Some(from);
+                    if carries(&up[..n], |h| h.cmd == CMD_WINS) {
+                        counter.fetch_add(1, Relaxed);
+                    } else {
+                        let _ = back.send(&up[..n]).await;
+                    }
+                }
+                r = back.recv(&mut down) => {
+                    let Ok(n) = r else { return };
+                    if let Some(c) = client {
+                        let _ = front.send_to(&down[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    (addr, dropped)
+}
+
+/// The listener hands a half-open session's data to no reader, so a client
+/// that writes more than a window (128 segments) shuts that window within a
+/// round trip and then only asks for it (a `WASK` one RTO later, then at
+/// most every second). Here every `WINS` the client sends, that is every
+/// answer to the listener's own probes, is lost; at 30% random loss each
+/// way, one in two of them is (see `net_lossy_relay`). The client's window
+/// probes, sent only because it heard the shut window, must confirm the
+/// session: before they did, it stayed half-open, expired after
+/// `half_open_timeout`, and the client waited out its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_answers_are_lost_is_confirmed_by_its_window_probes() {
+    let cfg = SessionConfig::default();
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let (relay, wins_dropped) = drop_client_wins(listener.local_addr().unwrap()).await;
+    let mut c = KcpStream::connect(relay, cfg.clone()).await.unwrap();
+    let data: Vec<u8> = (0..BYTES).map(|i| (i % 241) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        c.write_all(&sent).await.unwrap();
+        c.shutdown().await.unwrap();
+        c
+    });
+    // Well past `half_open_timeout`: an expired session is not reopened
+    // (the client has nothing of its first window left to resend).
+    let wait = cfg.half_open_timeout + Duration::from_secs(3);
+    let accepted = tokio::time::timeout(wait, listener.accept()).await;
+    let st = listener.stats();
+    let Ok(Ok((mut s, _))) = accepted else {
+        panic!(
+            "not accepted within {wait:?} ({} WINS lost): {st:?}",
+            wins_dropped.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    };
+    let mut got = vec![0u8; BYTES];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut got))
+        .await
+        .expect("the data arrived")
+        .unwrap();
+    let c = writer.await.unwrap();
+    let lost = wins_dropped.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{lost} WINS lost; client saw window {}, {:?}",
+        c.stats().remote_window,
+        listener.stats()
+    );
+    assert!(got == data, "bytes differ");
+    assert!(lost > 0, "the client answered no probe: nothing was tested");
+    assert_eq!(listener.stats().half_open_expired, 0);
 }

@@ -62,7 +62,10 @@ pub struct SessionConfig {
     pub keep_alive: Option<Duration>,
     /// A session created by a peer's first datagram that has not answered
     /// anything we sent within this time is removed silently (it was never
-    /// handed to `accept`). The listener sends its window probe with the
+    /// handed to `accept`). An answer is an ACK or a `WINS`, or, once the
+    /// session has announced a full receive window (nothing reads it until
+    /// it is confirmed), a `WASK`: a peer asks for a window only after
+    /// hearing it shut. The listener sends its window probe with the
     /// first ACK and repeats it after 200 ms, then 400, 800 ms … (at 0.2,
     /// 0.6, 1.4, 3.0 s, …), so a spoofed first datagram draws a handful of
     /// datagrams back (5 within the default). Default: 5 s.

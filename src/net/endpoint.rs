@@ -51,7 +51,7 @@ use super::stats::Counters;
 use super::stream::KcpStream;
 use super::udp::{Outbox, RecvBatch, UdpIo};
 use crate::codec::{peek_conv, Segments};
-use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WINS, IDLE_CHECK, OVERHEAD};
+use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, IDLE_CHECK, OVERHEAD};
 use crate::{Kcp, KcpConfig, KcpError};
 
 /// Commands taken per pass.
@@ -209,12 +209,29 @@ pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
     any
 }
 
-/// Whether a datagram answers something we sent (an ACK, or a WINS after
-/// our window probe).
-fn is_answer(data: &[u8]) -> bool {
+/// Whether a datagram answers something we sent: an ACK, a WINS after our
+/// window probe, or, once we have announced a shut receive window
+/// (`told_shut`), a WASK.
+///
+/// A KCP peer asks for a window only when the last one it heard was zero
+/// (its initial remote window is the default receive window, never zero;
+/// this crate's clients also ask as a keep-alive, but only after
+/// `keep_alive` of silence), so its WASK then says that it heard us as
+/// plainly as a WINS does. ikcp and kcp-go ask 7 s after they heard the
+/// window shut, this crate's clients one RTO after. This
+/// matters for a half-open session: it hands nothing to a reader, so a
+/// peer that sends a window's worth of data shuts it within a round trip,
+/// and from then on sends only window probes, at most one a second from
+/// this crate's clients (see [`probe_shut_window`]). If only a WINS
+/// confirmed the session, each of those would confirm it only through a
+/// three-datagram exchange (their WASK, our WINS and WASK, their WINS): at
+/// 30% loss each way one in three, and a session could expire although
+/// the peer was plainly there. Neither a WASK nor a WINS proves more than
+/// that the peer speaks KCP: a blind spoofer can send either.
+fn is_answer(data: &[u8], told_shut: bool) -> bool {
     Segments::new(data)
         .map_while(Result::ok)
-        .any(|(h, _)| h.cmd == CMD_ACK || h.cmd == CMD_WINS)
+        .any(|(h, _)| h.cmd == CMD_ACK || h.cmd == CMD_WINS || (told_shut && h.cmd == CMD_WASK))
 }
 
 /// How a session ended, for the counters.
@@ -581,6 +598,7 @@ impl Endpoint {
             last_recv: now,
             last_probe: now,
             confirmed: false,
+            told_shut: false,
             dirty: false,
             input_pending: false,
             ack_deferred: false,
@@ -811,6 +829,12 @@ impl Endpoint {
             sess.kcp.flush();
         }
         std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
+        // Every segment carries this side's free receive window: a half-open
+        // session's stays shut once full (nothing is read), and from then on
+        // the peer's window probes count as answers (see `is_answer`).
+        if !sess.confirmed && !self.tx.lens.is_empty() && window_shut(&sess.kcp) {
+            sess.told_shut = true;
+        }
         #[cfg(feature = "fec")]
         let mut fec_deadline = None;
         #[cfg(feature = "fec")]
@@ -950,6 +974,12 @@ fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
     true
 }
 
+/// Whether this side's receive window is full: the segments it sends
+/// announce a zero window.
+fn window_shut(kcp: &Kcp<Outbox>) -> bool {
+    kcp.queued_recv() >= u32::from(kcp.config().rcv_wnd)
+}
+
 /// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]
 /// after the first one, then twice as long after each repeat.
 fn next_half_open_probe(sess: &Session) -> Instant {
@@ -1004,7 +1034,8 @@ fn dead_link(cfg: &SessionConfig) -> CloseReason {
 struct Fed {
     /// The datagram was accepted (by KCP, or with FEC by the decoder).
     alive: bool,
-    /// It carried an ACK or WINS (only looked for while unconfirmed).
+    /// It answered something we sent (see [`is_answer`]; only looked for
+    /// while unconfirmed).
     answered: bool,
 }
 
@@ -1012,6 +1043,7 @@ struct Fed {
 /// FEC through the decoder, which may yield several KCP datagrams.
 fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fed {
     let look = !sess.confirmed;
+    let told_shut = sess.told_shut;
     // Updates happen only at `check` deadlines: without this, an ACK is
     // timed against the last update and the RTT reads near zero.
     sess.kcp.set_clock(now_ms);
@@ -1025,7 +1057,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
                 return; // padding of an empty data shard
             }
             match kcp.input(d) {
-                Ok(()) => answered |= look && is_answer(d),
+                Ok(()) => answered |= look && is_answer(d, told_shut),
                 Err(_) => refused += 1,
             }
         });
@@ -1036,7 +1068,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
     match sess.kcp.input(data) {
         Ok(()) => Fed {
             alive: true,
-            answered: look && is_answer(data),
+            answered: look && is_answer(data, told_shut),
         },
         Err(_) => Fed {
             alive: false,
@@ -1221,7 +1253,7 @@ mod tests {
         b.input(&out.buf).unwrap();
         assert_eq!(b.check(21), 21, "the answer is due at once");
         b.update(21);
-        assert!(is_answer(&b.output().buf));
+        assert!(is_answer(&b.output().buf, false));
     }
 
     #[test]
@@ -1248,8 +1280,16 @@ mod tests {
 
     #[test]
     fn answers_are_acks_and_window_reports() {
-        assert!(is_answer(&seg(CMD_ACK, 0, 0)));
-        assert!(is_answer(&seg(CMD_WINS, 0, 0)));
-        assert!(!is_answer(&seg(CMD_PUSH, 0, 0)));
+        for told_shut in [false, true] {
+            assert!(is_answer(&seg(CMD_ACK, 0, 0), told_shut));
+            assert!(is_answer(&seg(CMD_WINS, 0, 0), told_shut));
+            assert!(!is_answer(&seg(CMD_PUSH, 0, 0), told_shut));
+        }
+        // A window probe answers only a shut window we announced.
+        assert!(!is_answer(&seg(CMD_WASK, 0, 0), false));
+        assert!(is_answer(&seg(CMD_WASK, 0, 0), true));
+        let mut push_then_ask = seg(CMD_PUSH, 3, 0);
+        push_then_ask.extend(seg(CMD_WASK, 0, 0));
+        assert!(is_answer(&push_then_ask, true));
     }
 }

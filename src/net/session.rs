@@ -196,6 +196,10 @@ pub(crate) struct Session {
     /// The peer answered something we sent (server) or sent anything at all
     /// (client): not half-open.
     pub confirmed: bool,
+    /// Unconfirmed, and has sent datagrams announcing a zero receive
+    /// window: the peer's window probes now count as answers (see
+    /// `endpoint::is_answer`).
+    pub told_shut: bool,
     /// In the task's dirty list.
     pub dirty: bool,
     /// Datagrams arrived since the last flush.
