@@ -21,7 +21,9 @@
 //! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
 //! ping-pong tables to run, e.g. `1,3`; default all),
 //! `ASYNC_BENCH_PINGPONG=workers|main` (only one of the two ping-pong
-//! tables).
+//! tables), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
+//! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
+//! (worker threads of every runtime, default 2).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -257,7 +259,7 @@ type Guard = Box<dyn Any + Send>;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(env_or("ASYNC_BENCH_WORKERS", 2))
         .enable_all()
         .build()
         .expect("tokio runtime")
@@ -516,123 +518,230 @@ fn tokio_kcp_big_write_quirk() {
 
 // ----- 2. ping-pong -----------------------------------------------------------
 
+/// Latencies of one ping-pong row, in µs.
+struct PingPong {
+    round_trips: usize,
+    /// Times the OS took the CPU from one of this process's threads while
+    /// it could still run, during the measured round trips (Linux; 0
+    /// elsewhere).
+    preempted: u64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    mean: f64,
+}
+
 /// `client_on_workers`: the client loop runs as a task on the runtime's
 /// two workers like everything else; otherwise on the main thread
 /// (`block_on`), a third thread that the runtime wakes from outside.
+///
+/// With `ASYNC_BENCH_PINGPONG_REPS` = n > 1, every row runs n times,
+/// interleaved (rows 1, 4, 1, 4 … with the order reversed every other
+/// repetition, so that no implementation always goes first after another
+/// one's runtime was torn down), one table line per run, then a summary:
+/// median p50 / p99 per row over the runs, and per repetition the p99 of
+/// the first kcp_rs::net row against the first tokio_kcp row.
 fn pingpong_table(client_on_workers: bool) {
     let rtts: usize = env_or("ASYNC_BENCH_RTTS", 10_000);
+    let reps: usize = env_or("ASYNC_BENCH_PINGPONG_REPS", 1).max(1);
     println!(
         "\n## Ping-pong: 64-byte messages, {WARMUP_RTTS} warm-up round trips, then up to {rtts} (or {} s); \
-         client {}\n",
+         client {}{}\n",
         PINGPONG_BUDGET.as_secs(),
         if client_on_workers {
             "a task on the runtime's workers"
         } else {
             "on the main thread (`block_on`)"
+        },
+        if reps > 1 {
+            format!("; {reps} interleaved runs per row")
+        } else {
+            String::new()
         }
     );
-    println!("| implementation | settings | round trips | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for case in cases() {
-        let rt = runtime();
-        let (imp, name) = (case.imp.clone(), case.name);
-        let client = async move {
-            let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
-                .await
-                .expect("connect timed out")
-                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-            let echo = tokio::spawn(async move {
-                let mut b = [0u8; 64];
-                loop {
-                    if s.read_exact(&mut b).await.is_err() {
-                        break;
-                    }
-                    if s.write_all(&b).await.is_err() || s.flush().await.is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut samples = Vec::with_capacity(rtts);
-            let mut msg = [0u8; 64];
-            let mut back = [0u8; 64];
-            let start = Instant::now();
-            let mut i = 0u64;
-            let mut failure = None;
-            while samples.len() < rtts && start.elapsed() < PINGPONG_BUDGET + Duration::from_secs(1)
-            {
-                msg[..8].copy_from_slice(&i.to_le_bytes());
-                let t = Instant::now();
-                let one = async {
-                    c.write_all(&msg).await?;
-                    c.flush().await?;
-                    c.read_exact(&mut back).await?;
-                    io::Result::Ok(())
-                };
-                match timeout(Duration::from_secs(5), one).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        failure = Some(format!("failed: {e}"));
-                        break;
-                    }
-                    Err(_) => {
-                        failure = Some("a round trip took over 5 s".into());
-                        break;
-                    }
-                }
-                let d = t.elapsed();
-                assert_eq!(back, msg, "{name}: echo differs");
-                if i >= WARMUP_RTTS as u64 {
-                    samples.push(d);
-                    if start.elapsed() > PINGPONG_BUDGET {
-                        break;
-                    }
-                }
-                i += 1;
+    println!("| implementation | settings | round trips | p50 µs | p99 µs | p99.9 µs | max µs | mean µs | preempted |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let cases = cases();
+    // Per case, the results of its runs.
+    let mut results: Vec<Vec<Option<PingPong>>> = cases.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let case = &cases[i];
+            let r = pingpong_run(case, client_on_workers, rtts);
+            match &r {
+                Ok(p) => println!(
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                    case.name,
+                    case.settings,
+                    p.round_trips,
+                    p.p50,
+                    p.p99,
+                    p.p999,
+                    p.max,
+                    p.mean,
+                    p.preempted
+                ),
+                Err(f) => println!("| {} | {} | {f} | | | | | | |", case.name, case.settings),
             }
-            echo.abort();
-            drop(guard);
-            (samples, failure)
-        };
-        let r = if client_on_workers {
-            on_workers(&rt, client)
-        } else {
-            rt.block_on(client)
-        };
-        rt.shutdown_timeout(Duration::from_secs(2));
-        let (mut samples, failure) = r;
-        if let Some(f) = failure {
-            println!(
-                "| {} | {} | {} | {f} | | | | |",
-                case.name,
-                case.settings,
-                samples.len()
-            );
-            continue;
+            results[i].push(r.ok());
         }
-        if samples.is_empty() {
-            println!(
-                "| {} | {} | 0 (warm-up took the budget) | | | | | |",
-                case.name, case.settings
-            );
-            continue;
+    }
+    if reps > 1 {
+        pingpong_summary(&cases, &results);
+    }
+}
+
+/// Medians over the repetitions, and ours against tokio_kcp run by run.
+fn pingpong_summary(cases: &[Case], results: &[Vec<Option<PingPong>>]) {
+    fn median(mut v: Vec<f64>) -> String {
+        if v.is_empty() {
+            return "-".into();
         }
-        samples.sort();
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let pct =
-            |p: f64| us(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]);
-        let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+        v.sort_by(f64::total_cmp);
+        format!("{:.0}", v[v.len() / 2])
+    }
+    println!(
+        "\n| implementation | settings | runs | p50 µs median | p99 µs median | p99 µs per run | preempted median |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | --- | ---: |");
+    for (case, runs) in cases.iter().zip(results) {
+        let ok: Vec<&PingPong> = runs.iter().flatten().collect();
+        let per_run = runs
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map_or("failed".into(), |p| format!("{:.0}", p.p99))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {per_run} | {} |",
             case.name,
             case.settings,
-            samples.len(),
-            pct(0.50),
-            pct(0.99),
-            pct(0.999),
-            us(samples[samples.len() - 1]),
-            mean
+            ok.len(),
+            median(ok.iter().map(|p| p.p50).collect()),
+            median(ok.iter().map(|p| p.p99).collect()),
+            median(ok.iter().map(|p| p.preempted as f64).collect()),
         );
     }
+    let first = |prefix: &str| cases.iter().position(|c| c.name.starts_with(prefix));
+    if let (Some(o), Some(t)) = (first("kcp_rs"), first("tokio_kcp")) {
+        let pairs: Vec<(f64, f64)> = results[o]
+            .iter()
+            .zip(&results[t])
+            .filter_map(|(a, b)| Some((a.as_ref()?.p99, b.as_ref()?.p99)))
+            .collect();
+        let lower = pairs.iter().filter(|(a, b)| a < b).count();
+        let mut ratios: Vec<f64> = pairs.iter().map(|(a, b)| a / b).collect();
+        ratios.sort_by(f64::total_cmp);
+        let ratios = ratios
+            .get(ratios.len() / 2)
+            .map_or("-".into(), |r| format!("{r:.2}"));
+        println!(
+            "\nours (\"{}\") vs tokio_kcp (\"{}\"), p99 run by run: ours lower in {lower} of {} runs; \
+             median of ours ÷ tokio_kcp {ratios}",
+            cases[o].settings,
+            cases[t].settings,
+            pairs.len()
+        );
+    }
+}
+
+/// One ping-pong row on a fresh runtime.
+fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<PingPong, String> {
+    let rt = runtime();
+    let (imp, name) = (case.imp.clone(), case.name);
+    let client = async move {
+        let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+        let echo = tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            loop {
+                if s.read_exact(&mut b).await.is_err() {
+                    break;
+                }
+                if s.write_all(&b).await.is_err() || s.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut samples = Vec::with_capacity(rtts);
+        let mut msg = [0u8; 64];
+        let mut back = [0u8; 64];
+        let start = Instant::now();
+        let mut i = 0u64;
+        let mut failure = None;
+        let mut preempted_at_start = 0;
+        while samples.len() < rtts && start.elapsed() < PINGPONG_BUDGET + Duration::from_secs(1) {
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            if i == WARMUP_RTTS as u64 {
+                preempted_at_start = preemptions();
+            }
+            let t = Instant::now();
+            let one = async {
+                c.write_all(&msg).await?;
+                c.flush().await?;
+                c.read_exact(&mut back).await?;
+                io::Result::Ok(())
+            };
+            match timeout(Duration::from_secs(5), one).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure = Some(format!("failed: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some("a round trip took over 5 s".into());
+                    break;
+                }
+            }
+            let d = t.elapsed();
+            assert_eq!(back, msg, "{name}: echo differs");
+            if i >= WARMUP_RTTS as u64 {
+                samples.push(d);
+                if start.elapsed() > PINGPONG_BUDGET {
+                    break;
+                }
+            }
+            i += 1;
+        }
+        let preempted = preemptions().saturating_sub(preempted_at_start);
+        echo.abort();
+        drop(guard);
+        (samples, failure, preempted)
+    };
+    let r = if client_on_workers {
+        on_workers(&rt, client)
+    } else {
+        rt.block_on(client)
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let (mut samples, failure, preempted) = r;
+    if let Some(f) = failure {
+        return Err(format!("{} then {f}", samples.len()));
+    }
+    if samples.is_empty() {
+        return Err("0 (warm-up took the budget)".into());
+    }
+    samples.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let pct = |p: f64| us(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]);
+    Ok(PingPong {
+        round_trips: samples.len(),
+        preempted,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        max: us(samples[samples.len() - 1]),
+        mean: samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64,
+    })
 }
 
 // ----- 3. idle sessions ---------------------------------------------------------
@@ -962,6 +1071,25 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Involuntary context switches of all this process's threads so far: how
+/// often the OS gave a CPU to someone else while a thread could still run
+/// (on a shared machine, the main source of ping-pong outliers). Linux
+/// only; 0 elsewhere.
+fn preemptions() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn loadavg() -> String {
