@@ -38,6 +38,10 @@
 //! is repeated on a doubling timer, and also (at most every 200 ms) in the
 //! datagram that acknowledges each further datagram from the peer, so a
 //! peer that keeps sending is confirmed even when several answers are lost.
+//! Nothing reads a session before `accept`, so a peer that writes more than
+//! a window shuts it; once the session has announced that, the peer's own
+//! window probe (`WASK`, which a KCP peer sends only after hearing a shut
+//! window) confirms it too.
 //!
 //! **Shut windows.** When the peer's receive window is shut and data waits,
 //! the session asks for it one RTO later, then twice as long after each ask
