@@ -442,6 +442,13 @@ impl<O: KcpOutput> Kcp<O> {
         self.probe |= ASK_SEND;
     }
 
+    /// Announces this side's receive window: a `WINS` segment goes out at
+    /// the next flush, as when the peer asked. A peer's question or our
+    /// answer may be lost; repeating the answer costs one header.
+    pub fn tell_window(&mut self) {
+        self.probe |= ASK_TELL;
+    }
+
     /// Bytes more that [`send`](Self::send) would accept now, as whole
     /// segments (stream mode may append a little more to the last one).
     pub fn send_capacity(&self) -> usize {
@@ -1565,6 +1572,31 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn asked_and_told_windows_go_out_at_the_next_flush() {
+        let mut k = Kcp::new(5, Wire::default());
+        k.update(0);
+        k.output_mut().0.clear();
+        k.tell_window();
+        assert!(k.tells_window());
+        k.ask_window();
+        k.flush();
+        let cmds: Vec<(u8, u16)> = k
+            .output()
+            .0
+            .iter()
+            .flat_map(|d| {
+                d.chunks(OVERHEAD)
+                    .map(|h| (h[4], u16::from_le_bytes([h[6], h[7]])))
+            })
+            .collect();
+        assert_eq!(cmds, [(CMD_WASK, 128), (CMD_WINS, 128)]);
+        assert!(!k.tells_window(), "told once per call");
+        k.output_mut().0.clear();
+        k.flush();
+        assert!(k.output().0.is_empty());
     }
 
     #[test]
