@@ -11,7 +11,10 @@
 //! - a connecting peer fills the half-open session's receive window (which
 //!   nobody reads until the session is confirmed) and every answer it
 //!   sends to the listener's probe is lost: its own probes of the shut
-//!   window must confirm the session.
+//!   window must confirm the session;
+//! - a quiet client (a small request, then it waits) never probes, and
+//!   each of its answers to the listener's probes is lost: its repeats of
+//!   the answer must confirm the session, and they stay bounded.
 //!
 //! The peer is a bare core [`Kcp`] on a std UDP socket, so the test decides
 //! exactly when it reads and which datagrams it loses; in the last test it
@@ -22,7 +25,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use kcp_rs::codec::{Header, Segments};
-use kcp_rs::constants::{CMD_PUSH, CMD_WINS};
+use kcp_rs::constants::{CMD_PUSH, CMD_WASK, CMD_WINS};
 use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
 use kcp_rs::{Kcp, KcpConfig, KcpOutput, KcpResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -381,4 +384,203 @@ async fn a_peer_whose_answers_are_lost_is_confirmed_by_its_window_probes() {
     assert!(got == data, "bytes differ");
     assert!(lost > 0, "the client answered no probe: nothing was tested");
     assert_eq!(listener.stats().half_open_expired, 0);
+}
+
+/// What [`drop_first_answers`] saw.
+#[derive(Debug, Default)]
+struct ProbeCounts {
+    /// Datagrams from the listener carrying a window probe.
+    wask_down: std::sync::atomic::AtomicU32,
+    /// Datagrams from the client carrying a `WINS`: dropped, passed.
+    wins_dropped: std::sync::atomic::AtomicU32,
+    wins_passed: std::sync::atomic::AtomicU32,
+}
+
+/// A relay on loopback between one client and `server` that drops the
+/// first datagram carrying a `WINS` that the client sends after each
+/// window probe from the server: the answer KCP itself gives to every
+/// probe. Anything else passes.
+async fn drop_first_answers(server: SocketAddr) -> (SocketAddr, std::sync::Arc<ProbeCounts>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    use tokio::net::UdpSocket;
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let counts = Arc::new(ProbeCounts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut client = None;
+        let mut drop_next = false;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = r else { return };
+                    client = Some(from);
+                    if carries(&up[..n], |h| h.cmd == CMD_WINS) {
+                        if std::mem::take(&mut drop_next) {
+                            c.wins_dropped.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        c.wins_passed.fetch_add(1, Relaxed);
+                    }
+                    let _ = back.send(&up[..n]).await;
+                }
+                r = back.recv(&mut down) => {
+                    let Ok(n) = r else { return };
+                    if carries(&down[..n], |h| h.cmd == CMD_WASK) {
+                        c.wask_down.fetch_add(1, Relaxed);
+                        drop_next = true;
+                    }
+                    if let Some(to) = client {
+                        let _ = front.send_to(&down[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    (addr, counts)
+}
+
+/// A client that sends a small request and waits for the reply fills no
+/// window and never probes one, so only the listener's timer probes (at 0,
+/// 0.2, 0.6, 1.4 and 3.0 s) can confirm its session, each through one
+/// `WASK` and the one `WINS` that KCP answers it with. Here every such
+/// answer is lost (at 30% random loss each way about 2% of quiet clients
+/// lost them all, see `net_lossy_relay`): the session expired half-open
+/// and the client waited out its idle timeout. The client now repeats its
+/// answer while it has heard no data, and the repeat confirms the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_client_whose_answers_are_lost_is_confirmed_by_their_repeats() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = SessionConfig::default();
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let (relay, counts) = drop_first_answers(listener.local_addr().unwrap()).await;
+    let mut c = KcpStream::connect(relay, cfg.clone()).await.unwrap();
+    c.write_all(b"request!").await.unwrap();
+    let wait = cfg.half_open_timeout + Duration::from_secs(1);
+    let accepted = tokio::time::timeout(wait, listener.accept()).await;
+    let st = listener.stats();
+    let Ok(Ok((mut s, _))) = accepted else {
+        panic!("not accepted within {wait:?} ({counts:?}): {st:?}")
+    };
+    let mut req = [0u8; 8];
+    s.read_exact(&mut req).await.unwrap();
+    assert_eq!(&req, b"request!");
+    s.write_all(b"reply").await.unwrap();
+    let mut reply = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut reply))
+        .await
+        .expect("the reply arrived")
+        .unwrap();
+    assert_eq!(&reply, b"reply");
+    eprintln!("{counts:?}; {:?}", listener.stats());
+    assert!(
+        counts.wins_dropped.load(Relaxed) >= 1,
+        "no answer was lost: nothing was tested"
+    );
+    assert_eq!(listener.stats().half_open_expired, 0);
+}
+
+/// A listener played by a bare core [`Kcp`] on a std socket: it takes the
+/// client's first datagram, then sends window probes and counts the
+/// client's answers. A flood of probes (spoofed, say) must draw at most a
+/// small constant of answers each, and once the peer has sent data, a
+/// probe draws one answer as in plain KCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_repeated_answers_are_bounded_and_stop_at_the_first_data() {
+    const FLOOD: u32 = 20;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(2)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let mut c = KcpStream::connect(addr, SessionConfig::default())
+        .await
+        .unwrap();
+    c.write_all(b"request!").await.unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 2048];
+        let (n, client) = loop {
+            if let Ok(r) = sock.recv_from(&mut buf) {
+                break r;
+            }
+        };
+        let conv = kcp_rs::codec::peek_conv(&buf[..n]).unwrap();
+        let link = Link {
+            sock: sock.try_clone().unwrap(),
+            to: client,
+            lose_wins: 0,
+            wins_lost: 0,
+            lose_first: 0,
+        };
+        let mut kcp = Kcp::with_config(conv, link, SessionConfig::default().kcp).unwrap();
+        let start = Instant::now();
+        let ms = || start.elapsed().as_millis() as u32;
+        kcp.input(&buf[..n]).unwrap();
+        kcp.update(ms());
+        // Sends `probes` window probes 2 ms apart (data first, if any),
+        // then listens until 700 ms after the last; returns the answers
+        // counted, and those that came over 50 ms after the last probe.
+        let mut round = |kcp: &mut Kcp<Link>, probes: u32, data: Option<&[u8]>| {
+            if let Some(d) = data {
+                kcp.send(d).unwrap();
+            }
+            let (mut answers, mut late) = (0, 0);
+            let t0 = Instant::now();
+            let mut sent = 0;
+            let mut last = t0;
+            while sent < probes || last.elapsed() < Duration::from_millis(700) {
+                if sent < probes && t0.elapsed() >= Duration::from_millis(2 * u64::from(sent)) {
+                    kcp.ask_window();
+                    kcp.flush();
+                    sent += 1;
+                    last = Instant::now();
+                }
+                if let Ok((n, _)) = kcp.output().sock.recv_from(&mut buf) {
+                    let wins = Segments::new(&buf[..n])
+                        .map_while(Result::ok)
+                        .filter(|(h, _)| h.cmd == CMD_WINS)
+                        .count() as u32;
+                    answers += wins;
+                    if sent == probes && last.elapsed() > Duration::from_millis(50) {
+                        late += wins;
+                    }
+                    let _ = kcp.input(&buf[..n]);
+                }
+                kcp.update(ms());
+            }
+            (answers, late)
+        };
+        let one = round(&mut kcp, 1, None);
+        let flood = round(&mut kcp, FLOOD, None);
+        let after_data = round(&mut kcp, 1, Some(b"reply"));
+        (one, flood, after_data)
+    });
+    let (one, flood, after_data) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the fake listener finished")
+        .unwrap();
+    eprintln!(
+        "(answers, of which late): {one:?} to one probe, {flood:?} to {FLOOD}, \
+         {after_data:?} to one after data"
+    );
+    assert_eq!(one, (3, 2), "one probe: KCP's answer and two repeats");
+    assert!(
+        flood.0 <= 3 * FLOOD,
+        "more than three answers per probe: {flood:?}"
+    );
+    assert_eq!(
+        flood.1, 2,
+        "a probe restarts the repeats, it does not add to them: {flood:?}"
+    );
+    assert_eq!(
+        after_data,
+        (1, 0),
+        "after the first data: KCP's answer only"
+    );
+    let mut reply = [0u8; 5];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"reply");
 }

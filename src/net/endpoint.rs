@@ -69,6 +69,12 @@ pub(crate) const MAX_PASSES: usize = 4;
 /// `half_open_timeout`.
 const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 
+/// When a client repeats its answer (`WINS`) to a window probe, after the
+/// probe arrived, until the peer's first data (see
+/// [`repeat_window_answer`]).
+const WINDOW_ANSWER_REPEATS: [Duration; 2] =
+    [Duration::from_millis(100), Duration::from_millis(300)];
+
 /// The longest wait between two asks for a shut window (see
 /// `probe_shut_window`): a peer whose application stopped reading costs a
 /// 24-byte probe a second at most.
@@ -470,6 +476,15 @@ impl Endpoint {
         if !sess.confirmed && (sess.role == Role::Client || fed.answered) {
             sess.confirmed = true;
         }
+        if fed.pushed {
+            sess.heard_data = true;
+            sess.window_asked_at = None;
+        } else if fed.asked {
+            // Repeats restart from this probe: at most
+            // `WINDOW_ANSWER_REPEATS.len()` more answers for each one.
+            sess.window_asked_at = Some(now);
+            sess.window_answers_repeated = 0;
+        }
         self.mark_dirty(id);
     }
 
@@ -599,6 +614,9 @@ impl Endpoint {
             last_probe: now,
             confirmed: false,
             told_shut: false,
+            heard_data: false,
+            window_asked_at: None,
+            window_answers_repeated: 0,
             dirty: false,
             input_pending: false,
             ack_deferred: false,
@@ -777,6 +795,7 @@ impl Endpoint {
         }
 
         force |= probe_shut_window(sess, now);
+        force |= repeat_window_answer(sess, now);
 
         let shutdown = sess.shared.write_shutdown.load(SeqCst);
         let wrote = match pump_writes(sess) {
@@ -905,6 +924,9 @@ impl Endpoint {
         if let Some(probe) = sess.window_probe_at {
             at = at.min(probe);
         }
+        if let Some(repeat) = next_window_answer(sess) {
+            at = at.min(repeat);
+        }
         #[cfg(feature = "fec")]
         if let Some(d) = fec_deadline {
             let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
@@ -974,6 +996,41 @@ fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
     true
 }
 
+/// Repeats a client's answer to a window probe while the peer has sent no
+/// data, so that a listener still holding the session half-open hears it.
+///
+/// A client that sends a small request and waits for the reply never fills
+/// a window and never probes one, so the listener confirms it only through
+/// its own probes (at 0, 0.2, 0.6, 1.4 and 3.0 s), each of which needs the
+/// probe and its one answer to get through: at 30% loss each way about 2%
+/// of such clients were never accepted. So until the peer's first `PUSH`
+/// (a half-open listener sends none), the client sends the `WINS` that KCP
+/// answered a `WASK` with again [`WINDOW_ANSWER_REPEATS`] after it. Each
+/// received `WASK` draws at most that many more 24-byte answers (a new one
+/// restarts the schedule, it does not add to it), and the listener's side
+/// costs nothing: it sends no more probes. Returns whether a repeat is due
+/// now.
+fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
+    let Some(at) = next_window_answer(sess) else {
+        sess.window_asked_at = None;
+        return false;
+    };
+    if now < at {
+        return false;
+    }
+    sess.kcp.tell_window();
+    sess.window_answers_repeated += 1;
+    true
+}
+
+/// When a client repeats its answer to a window probe next (see
+/// [`repeat_window_answer`]), if it does.
+fn next_window_answer(sess: &Session) -> Option<Instant> {
+    let asked = sess.window_asked_at?;
+    let after = WINDOW_ANSWER_REPEATS.get(usize::from(sess.window_answers_repeated))?;
+    Some(asked + *after)
+}
+
 /// Whether this side's receive window is full: the segments it sends
 /// announce a zero window.
 fn window_shut(kcp: &Kcp<Outbox>) -> bool {
@@ -1037,6 +1094,19 @@ struct Fed {
     /// It answered something we sent (see [`is_answer`]; only looked for
     /// while unconfirmed).
     answered: bool,
+    /// A client that has heard no data yet: it carried a window probe
+    /// (`WASK`), or data (`PUSH`). See [`repeat_window_answer`].
+    asked: bool,
+    pushed: bool,
+}
+
+/// Whether a datagram carries a window probe, and whether it carries data.
+fn asks_or_pushes(data: &[u8]) -> (bool, bool) {
+    Segments::new(data)
+        .map_while(Result::ok)
+        .fold((false, false), |(ask, push), (h, _)| {
+            (ask || h.cmd == CMD_WASK, push || h.cmd == CMD_PUSH)
+        })
 }
 
 /// Hands a wire datagram to a session: straight to `Kcp::input`, or with
@@ -1044,35 +1114,59 @@ struct Fed {
 fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fed {
     let look = !sess.confirmed;
     let told_shut = sess.told_shut;
+    let waiting = sess.role == Role::Client && !sess.heard_data;
     // Updates happen only at `check` deadlines: without this, an ACK is
     // timed against the last update and the RTT reads near zero.
     sess.kcp.set_clock(now_ms);
     #[cfg(feature = "fec")]
     if let Some(fec) = sess.fec.as_mut() {
         let kcp = &mut sess.kcp;
-        let mut answered = false;
+        let (mut answered, mut asked, mut pushed) = (false, false, false);
         let mut refused = 0;
         let alive = fec.decode(now_ms, data, counters, |d| {
             if d.len() < OVERHEAD {
                 return; // padding of an empty data shard
             }
             match kcp.input(d) {
-                Ok(()) => answered |= look && is_answer(d, told_shut),
+                Ok(()) => {
+                    answered |= look && is_answer(d, told_shut);
+                    if waiting {
+                        let (a, p) = asks_or_pushes(d);
+                        asked |= a;
+                        pushed |= p;
+                    }
+                }
                 Err(_) => refused += 1,
             }
         });
         Counters::add(&counters.dropped_invalid, refused);
-        return Fed { alive, answered };
+        return Fed {
+            alive,
+            answered,
+            asked,
+            pushed,
+        };
     }
     let _ = (now_ms, counters);
     match sess.kcp.input(data) {
-        Ok(()) => Fed {
-            alive: true,
-            answered: look && is_answer(data, told_shut),
-        },
+        Ok(()) => {
+            let (asked, pushed) = if waiting {
+                asks_or_pushes(data)
+            } else {
+                (false, false)
+            };
+            Fed {
+                alive: true,
+                answered: look && is_answer(data, told_shut),
+                asked,
+                pushed,
+            }
+        }
         Err(_) => Fed {
             alive: false,
             answered: false,
+            asked: false,
+            pushed: false,
         },
     }
 }

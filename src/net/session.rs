@@ -200,6 +200,15 @@ pub(crate) struct Session {
     /// window: the peer's window probes now count as answers (see
     /// `endpoint::is_answer`).
     pub told_shut: bool,
+    /// Client only: a `PUSH` from the peer arrived (it has accepted us,
+    /// or never needed to). Until then its window probes may be a
+    /// half-open listener's, and each answer is repeated.
+    pub heard_data: bool,
+    /// Client only, before `heard_data`: when the last window probe (WASK)
+    /// arrived, while repeats of the answer are still due, and how many
+    /// were sent (see `endpoint::repeat_window_answer`).
+    pub window_asked_at: Option<Instant>,
+    pub window_answers_repeated: u8,
     /// In the task's dirty list.
     pub dirty: bool,
     /// Datagrams arrived since the last flush.
