@@ -41,7 +41,10 @@
 //! Nothing reads a session before `accept`, so a peer that writes more than
 //! a window shuts it; once the session has announced that, the peer's own
 //! window probe (`WASK`, which a KCP peer sends only after hearing a shut
-//! window) confirms it too.
+//! window) confirms it too. Our client, until the server's first data,
+//! repeats its answer to each probe 100 and 300 ms later (at most two more
+//! per probe), so a client that sends a little and waits is confirmed even
+//! when its one answer is lost.
 //!
 //! **Shut windows.** When the peer's receive window is shut and data waits,
 //! the session asks for it one RTO later, then twice as long after each ask
