@@ -266,7 +266,7 @@ impl BulkPair {
             rcv_wnd: 256,
             ..KcpConfig::fast()
         };
-        let p = BulkPair {
+        BulkPair {
             a: imp.make(&cfg),
             b: imp.make(&cfg),
             in_place: imp.in_place(),
@@ -275,8 +275,7 @@ impl BulkPair {
             now: 0,
             sent: 0,
             got: 0,
-        };
-        p
+        }
     }
 
     /// A pair that has moved one transfer already: every buffer at its
