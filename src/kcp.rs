@@ -526,10 +526,42 @@ impl<O: KcpOutput> Kcp<O> {
             handed += piece.len();
             read(piece, end);
         })?;
-        while let Ok(n) = self.recv_with(&mut read) {
-            handed += n;
+        if self.nrcv_que > 0 {
+            handed += self.hand_over_queue(&mut read);
         }
         Ok(handed)
+    }
+
+    /// Hands every complete message of the receive queue to `read`, as
+    /// repeated [`recv_with`](Self::recv_with) calls would, in one pass:
+    /// segments that become in order meanwhile follow them.
+    fn hand_over_queue<F: FnMut(&[u8], bool)>(&mut self, read: &mut F) -> usize {
+        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let mut handed = 0;
+        loop {
+            while self.nrcv_que > 0 {
+                let seg = *self.rcv.at(self.rcv_head().get());
+                // A message's fragments are queued in order: it is whole
+                // once its first one has the rest behind it.
+                if !self.cfg.stream && seg.frg as u32 >= self.nrcv_que {
+                    break;
+                }
+                let off = self.rcv_head_off;
+                let piece = self.rcv_pool.bytes(seg.block, off, seg.len as usize - off);
+                handed += piece.len();
+                read(piece, self.cfg.stream || seg.frg == 0);
+                self.pop_rcv_head();
+            }
+            let queued = self.nrcv_que;
+            self.move_to_queue();
+            if self.nrcv_que == queued {
+                break;
+            }
+        }
+        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+            self.probe |= ASK_TELL;
+        }
+        handed
     }
 
     /// `input`, handing in-order single-segment messages to `read` in place
@@ -1217,7 +1249,12 @@ impl<O: KcpOutput> Kcp<O> {
             return;
         }
         self.nrcv_buf += 1;
-        self.move_to_queue();
+        // Only a segment at rcv_nxt can let others follow it into the queue
+        // (they stayed behind because it was missing, or the queue was full
+        // and still is).
+        if h.sn == self.rcv_nxt {
+            self.move_to_queue();
+        }
     }
 
     fn wnd_unused(&self) -> u16 {
