@@ -1613,27 +1613,30 @@ mod tests {
 
     #[test]
     fn asked_and_told_windows_go_out_at_the_next_flush() {
-        let mut k = Kcp::new(5, Wire::default());
-        k.update(0);
-        k.output_mut().0.clear();
-        k.tell_window();
-        assert!(k.tells_window());
-        k.ask_window();
-        k.flush();
-        let cmds: Vec<(u8, u16)> = k
-            .output()
-            .0
-            .iter()
-            .flat_map(|d| {
-                d.chunks(OVERHEAD)
-                    .map(|h| (h[4], u16::from_le_bytes([h[6], h[7]])))
-            })
-            .collect();
-        assert_eq!(cmds, [(CMD_WASK, 128), (CMD_WINS, 128)]);
-        assert!(!k.tells_window(), "told once per call");
-        k.output_mut().0.clear();
-        k.flush();
-        assert!(k.output().0.is_empty());
+        with_big_stack(|| {
+            let mut k = Kcp::new(5, Wire::default());
+            k.update(0);
+            k.output_mut().0.clear();
+            k.tell_window();
+            assert!(k.tells_window());
+            k.ask_window();
+            k.flush();
+            let cmds: Vec<(u8, u16)> = k
+                .output()
+                .0
+                .iter()
+                .flat_map(|d| {
+                    d.chunks(OVERHEAD)
+                        .map(|h| (h[4], u16::from_le_bytes([h[6], h[7]])))
+                })
+                .collect();
+            let wnd = k.config().rcv_wnd;
+            assert_eq!(cmds, [(CMD_WASK, wnd), (CMD_WINS, wnd)]);
+            assert!(!k.tells_window(), "told once per call");
+            k.output_mut().0.clear();
+            k.flush();
+            assert!(k.output().0.is_empty());
+        });
     }
 
     #[test]
