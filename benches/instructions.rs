@@ -235,9 +235,9 @@ fn recv_empty(n: usize) {
     }
 }
 
-/// `input` of a datagram holding one in-order 64-byte PUSH: validate, queue
-/// an ACK, copy the data into a pool block, move it to the receive queue.
-fn input_push(n: usize) {
+/// A warmed-up receiver (1024 windows) and 1,000 datagrams of its peer,
+/// each holding one in-order 64-byte PUSH, for the `input` scenarios.
+fn receiver_and_pushes() -> (Session, Vec<Vec<u8>>) {
     let cfg = KcpConfig {
         snd_wnd: 1024,
         rcv_wnd: 1024,
@@ -247,6 +247,13 @@ fn input_push(n: usize) {
     let mut now = T0;
     warm_up(&mut a, &mut b, &mut now, 1_000);
     let pushes = one_push_per_datagram(&mut a, 1_000);
+    (b, pushes)
+}
+
+/// `input` of a datagram holding one in-order 64-byte PUSH: validate, queue
+/// an ACK, copy the data into a pool block, move it to the receive queue.
+fn input_push(n: usize) {
+    let (mut b, pushes) = receiver_and_pushes();
     let received = b.stats().in_segments;
     for d in &pushes[..n] {
         b.input(black_box(d)).expect("an honest PUSH");
@@ -260,15 +267,7 @@ fn input_push(n: usize) {
 /// from the datagram (not copied, not stored). `input_push` plus the `recv`
 /// that would follow it is the copying equivalent.
 fn input_with_push(n: usize) {
-    let cfg = KcpConfig {
-        snd_wnd: 1024,
-        rcv_wnd: 1024,
-        ..KcpConfig::fast()
-    };
-    let (mut a, mut b) = sessions(cfg);
-    let mut now = T0;
-    warm_up(&mut a, &mut b, &mut now, 1_000);
-    let pushes = one_push_per_datagram(&mut a, 1_000);
+    let (mut b, pushes) = receiver_and_pushes();
     let received = b.stats().in_segments;
     let (mut handed, mut last) = (0, (std::ptr::null(), false));
     for d in &pushes[..n] {

@@ -331,30 +331,53 @@ impl<O: KcpOutput> Kcp<O> {
     /// ```
     pub fn recv_with<F: FnMut(&[u8], bool)>(&mut self, mut read: F) -> KcpResult<usize> {
         self.peek_size()?;
-        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let recover = self.window_full();
         let mut size = 0;
         while self.nrcv_que > 0 {
-            let seg = *self.rcv.at(self.rcv_head().get());
-            let end = self.cfg.stream || seg.frg == 0;
-            let off = self.rcv_head_off;
-            let piece = self.rcv_pool.bytes(seg.block, off, seg.len as usize - off);
-            size += piece.len();
-            read(piece, end);
-            self.pop_rcv_head();
+            let (n, end) = self.hand_over_head(&mut read);
+            size += n;
             if end {
                 break;
             }
         }
         self.move_to_queue();
-        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
+        self.tell_if_reopened(recover);
+        Ok(size)
+    }
+
+    /// Hands the head of the receive queue to `read` (what is left of it,
+    /// in stream mode) and pops it; returns its length and whether it ended
+    /// a message.
+    #[inline]
+    fn hand_over_head<F: FnMut(&[u8], bool)>(&mut self, read: &mut F) -> (usize, bool) {
+        let seg = *self.rcv.at(self.rcv_head().get());
+        let end = self.cfg.stream || seg.frg == 0;
+        let off = self.rcv_head_off;
+        let piece = self.rcv_pool.bytes(seg.block, off, seg.len as usize - off);
+        let n = piece.len();
+        read(piece, end);
+        self.pop_rcv_head();
+        (n, end)
+    }
+
+    /// Whether the application's queue fills the receive window (the peer
+    /// is told a zero window).
+    pub(crate) fn window_full(&self) -> bool {
+        self.nrcv_que >= self.cfg.rcv_wnd as u32
+    }
+
+    /// After a read: if the window was full before it (`was_full`) and no
+    /// longer is, tell the peer now rather than let it wait for its next
+    /// probe.
+    fn tell_if_reopened(&mut self, was_full: bool) {
+        if was_full && !self.window_full() {
             self.probe |= ASK_TELL;
         }
-        Ok(size)
     }
 
     /// [`recv`](Self::recv) once something is queued.
     fn recv_queued(&mut self, buf: &mut [u8]) -> KcpResult<usize> {
-        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let recover = self.window_full();
         let head = *self.rcv.at(self.rcv_head().get());
         let n = if !self.cfg.stream && head.frg == 0 {
             // A message of one segment, the usual case.
@@ -369,11 +392,7 @@ impl<O: KcpOutput> Kcp<O> {
             self.recv_general(buf)?
         };
         self.move_to_queue();
-        // The application just made room in a full window: tell the peer now
-        // rather than let it wait for its next probe.
-        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
-            self.probe |= ASK_TELL;
-        }
+        self.tell_if_reopened(recover);
         Ok(n)
     }
 
@@ -536,21 +555,17 @@ impl<O: KcpOutput> Kcp<O> {
     /// repeated [`recv_with`](Self::recv_with) calls would, in one pass:
     /// segments that become in order meanwhile follow them.
     fn hand_over_queue<F: FnMut(&[u8], bool)>(&mut self, read: &mut F) -> usize {
-        let recover = self.nrcv_que >= self.cfg.rcv_wnd as u32;
+        let recover = self.window_full();
         let mut handed = 0;
         loop {
             while self.nrcv_que > 0 {
-                let seg = *self.rcv.at(self.rcv_head().get());
                 // A message's fragments are queued in order: it is whole
                 // once its first one has the rest behind it.
-                if !self.cfg.stream && seg.frg as u32 >= self.nrcv_que {
+                let frg = self.rcv.at(self.rcv_head().get()).frg;
+                if !self.cfg.stream && frg as u32 >= self.nrcv_que {
                     break;
                 }
-                let off = self.rcv_head_off;
-                let piece = self.rcv_pool.bytes(seg.block, off, seg.len as usize - off);
-                handed += piece.len();
-                read(piece, self.cfg.stream || seg.frg == 0);
-                self.pop_rcv_head();
+                handed += self.hand_over_head(read).0;
             }
             let queued = self.nrcv_que;
             self.move_to_queue();
@@ -558,9 +573,7 @@ impl<O: KcpOutput> Kcp<O> {
                 break;
             }
         }
-        if recover && self.nrcv_que < self.cfg.rcv_wnd as u32 {
-            self.probe |= ASK_TELL;
-        }
+        self.tell_if_reopened(recover);
         handed
     }
 

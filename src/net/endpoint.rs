@@ -215,29 +215,58 @@ pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
     any
 }
 
-/// Whether a datagram answers something we sent: an ACK, a WINS after our
-/// window probe, or, once we have announced a shut receive window
-/// (`told_shut`), a WASK.
-///
-/// A KCP peer asks for a window only when the last one it heard was zero
-/// (its initial remote window is the default receive window, never zero;
-/// this crate's clients also ask as a keep-alive, but only after
-/// `keep_alive` of silence), so its WASK then says that it heard us as
-/// plainly as a WINS does. ikcp and kcp-go ask 7 s after they heard the
-/// window shut, this crate's clients one RTO after. This
-/// matters for a half-open session: it hands nothing to a reader, so a
-/// peer that sends a window's worth of data shuts it within a round trip,
-/// and from then on sends only window probes, at most one a second from
-/// this crate's clients (see [`probe_shut_window`]). If only a WINS
-/// confirmed the session, each of those would confirm it only through a
-/// three-datagram exchange (their WASK, our WINS and WASK, their WINS): at
-/// 30% loss each way one in three, and a session could expire although
-/// the peer was plainly there. Neither a WASK nor a WINS proves more than
-/// that the peer speaks KCP: a blind spoofer can send either.
+/// [`Commands::answers`] of one datagram.
+#[cfg(test)]
 fn is_answer(data: &[u8], told_shut: bool) -> bool {
+    commands(data).answers(told_shut)
+}
+
+/// The commands a datagram carries, one bit each: what the session layer
+/// looks for in a datagram KCP accepted, found in one walk over it.
+#[derive(Clone, Copy, Default)]
+struct Commands(u8);
+
+impl Commands {
+    fn has(self, cmd: u8) -> bool {
+        self.0 & Self::bit(cmd) != 0
+    }
+
+    fn bit(cmd: u8) -> u8 {
+        1 << (cmd.wrapping_sub(CMD_PUSH) & 7)
+    }
+
+    /// Whether the datagram answers something we sent: an ACK, a WINS after our
+    /// window probe, or, once we have announced a shut receive window
+    /// (`told_shut`), a WASK.
+    ///
+    /// A KCP peer asks for a window only when the last one it heard was zero
+    /// (its initial remote window is the default receive window, never zero;
+    /// this crate's clients also ask as a keep-alive, but only after
+    /// `keep_alive` of silence), so its WASK then says that it heard us as
+    /// plainly as a WINS does. ikcp and kcp-go ask 7 s after they heard the
+    /// window shut, this crate's clients one RTO after. This
+    /// matters for a half-open session: it hands nothing to a reader, so a
+    /// peer that sends a window's worth of data shuts it within a round trip,
+    /// and from then on sends only window probes, at most one a second from
+    /// this crate's clients (see [`probe_shut_window`]). If only a WINS
+    /// confirmed the session, each of those would confirm it only through a
+    /// three-datagram exchange (their WASK, our WINS and WASK, their WINS): at
+    /// 30% loss each way one in three, and a session could expire although
+    /// the peer was plainly there. Neither a WASK nor a WINS proves more than
+    /// that the peer speaks KCP: a blind spoofer can send either.
+    fn answers(self, told_shut: bool) -> bool {
+        self.has(CMD_ACK) || self.has(CMD_WINS) || (told_shut && self.has(CMD_WASK))
+    }
+}
+
+/// The [`Commands`] of a datagram (of its segments up to the first damaged
+/// one).
+fn commands(data: &[u8]) -> Commands {
     Segments::new(data)
         .map_while(Result::ok)
-        .any(|(h, _)| h.cmd == CMD_ACK || h.cmd == CMD_WINS || (told_shut && h.cmd == CMD_WASK))
+        .fold(Commands(0), |set, (h, _)| {
+            Commands(set.0 | Commands::bit(h.cmd))
+        })
 }
 
 /// How a session ended, for the counters.
@@ -850,8 +879,8 @@ impl Endpoint {
         std::mem::swap(sess.kcp.output_mut(), &mut self.tx);
         // Every segment carries this side's free receive window: a half-open
         // session's stays shut once full (nothing is read), and from then on
-        // the peer's window probes count as answers (see `is_answer`).
-        if !sess.confirmed && !self.tx.lens.is_empty() && window_shut(&sess.kcp) {
+        // the peer's window probes count as answers (see `Commands::answers`).
+        if !sess.confirmed && !self.tx.lens.is_empty() && sess.kcp.window_full() {
             sess.told_shut = true;
         }
         #[cfg(feature = "fec")]
@@ -1031,12 +1060,6 @@ fn next_window_answer(sess: &Session) -> Option<Instant> {
     Some(asked + *after)
 }
 
-/// Whether this side's receive window is full: the segments it sends
-/// announce a zero window.
-fn window_shut(kcp: &Kcp<Outbox>) -> bool {
-    kcp.queued_recv() >= u32::from(kcp.config().rcv_wnd)
-}
-
 /// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]
 /// after the first one, then twice as long after each repeat.
 fn next_half_open_probe(sess: &Session) -> Instant {
@@ -1088,11 +1111,12 @@ fn dead_link(cfg: &SessionConfig) -> CloseReason {
 }
 
 /// What feeding a wire datagram to a session did.
+#[derive(Default)]
 struct Fed {
     /// The datagram was accepted (by KCP, or with FEC by the decoder).
     alive: bool,
-    /// It answered something we sent (see [`is_answer`]; only looked for
-    /// while unconfirmed).
+    /// It answered something we sent (see [`Commands::answers`]; only
+    /// looked for while unconfirmed).
     answered: bool,
     /// A client that has heard no data yet: it carried a window probe
     /// (`WASK`), or data (`PUSH`). See [`repeat_window_answer`].
@@ -1100,13 +1124,20 @@ struct Fed {
     pushed: bool,
 }
 
-/// Whether a datagram carries a window probe, and whether it carries data.
-fn asks_or_pushes(data: &[u8]) -> (bool, bool) {
-    Segments::new(data)
-        .map_while(Result::ok)
-        .fold((false, false), |(ask, push), (h, _)| {
-            (ask || h.cmd == CMD_WASK, push || h.cmd == CMD_PUSH)
-        })
+impl Fed {
+    /// Adds what an accepted KCP datagram says, for a session still
+    /// unconfirmed (`look`) or a client that heard no data yet (`waiting`);
+    /// otherwise it is not parsed again.
+    fn note(&mut self, d: &[u8], look: bool, told_shut: bool, waiting: bool) {
+        self.alive = true;
+        if !(look || waiting) {
+            return;
+        }
+        let cmds = commands(d);
+        self.answered |= look && cmds.answers(told_shut);
+        self.asked |= waiting && cmds.has(CMD_WASK);
+        self.pushed |= waiting && cmds.has(CMD_PUSH);
+    }
 }
 
 /// Hands a wire datagram to a session: straight to `Kcp::input`, or with
@@ -1118,57 +1149,29 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
     // Updates happen only at `check` deadlines: without this, an ACK is
     // timed against the last update and the RTT reads near zero.
     sess.kcp.set_clock(now_ms);
+    let mut fed = Fed::default();
     #[cfg(feature = "fec")]
     if let Some(fec) = sess.fec.as_mut() {
         let kcp = &mut sess.kcp;
-        let (mut answered, mut asked, mut pushed) = (false, false, false);
         let mut refused = 0;
         let alive = fec.decode(now_ms, data, counters, |d| {
             if d.len() < OVERHEAD {
                 return; // padding of an empty data shard
             }
             match kcp.input(d) {
-                Ok(()) => {
-                    answered |= look && is_answer(d, told_shut);
-                    if waiting {
-                        let (a, p) = asks_or_pushes(d);
-                        asked |= a;
-                        pushed |= p;
-                    }
-                }
+                Ok(()) => fed.note(d, look, told_shut, waiting),
                 Err(_) => refused += 1,
             }
         });
         Counters::add(&counters.dropped_invalid, refused);
-        return Fed {
-            alive,
-            answered,
-            asked,
-            pushed,
-        };
+        fed.alive = alive;
+        return fed;
     }
     let _ = (now_ms, counters);
-    match sess.kcp.input(data) {
-        Ok(()) => {
-            let (asked, pushed) = if waiting {
-                asks_or_pushes(data)
-            } else {
-                (false, false)
-            };
-            Fed {
-                alive: true,
-                answered: look && is_answer(data, told_shut),
-                asked,
-                pushed,
-            }
-        }
-        Err(_) => Fed {
-            alive: false,
-            answered: false,
-            asked: false,
-            pushed: false,
-        },
+    if sess.kcp.input(data).is_ok() {
+        fed.note(data, look, told_shut, waiting);
     }
+    fed
 }
 
 /// Moves what the application wrote into KCP while it has room, giving the
@@ -1243,18 +1246,18 @@ fn pump_reads(sess: &mut Session) -> bool {
         // One copy, from KCP's receive buffer into the chunk the reader
         // gets: a whole message, or stream segments up to `RECV_CHUNK`.
         let mut chunk = BytesMut::with_capacity(size.min(RECV_CHUNK + sess.kcp.mss()));
-        if stream {
-            while chunk.len() < RECV_CHUNK
-                && sess
-                    .kcp
-                    .recv_with(|piece, _| chunk.extend_from_slice(piece))
-                    .is_ok()
-            {}
-        } else if sess
+        let mut read = false;
+        while sess
             .kcp
             .recv_with(|piece, _| chunk.extend_from_slice(piece))
-            .is_err()
+            .is_ok()
         {
+            read = true;
+            if !stream || chunk.len() >= RECV_CHUNK {
+                break;
+            }
+        }
+        if !read {
             break;
         }
         let n = chunk.len();

@@ -198,7 +198,7 @@ pub(crate) struct Session {
     pub confirmed: bool,
     /// Unconfirmed, and has sent datagrams announcing a zero receive
     /// window: the peer's window probes now count as answers (see
-    /// `endpoint::is_answer`).
+    /// `endpoint::Commands::answers`).
     pub told_shut: bool,
     /// Client only: a `PUSH` from the peer arrived (it has accepted us,
     /// or never needed to). Until then its window probes may be a
