@@ -302,14 +302,31 @@ async fn drop_client_wins(
     server: SocketAddr,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
     use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-    use std::sync::Arc;
+    let dropped = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = dropped.clone();
+    let addr = filtering_relay(server, move |up, d| {
+        if up && carries(d, |h| h.cmd == CMD_WINS) {
+            counter.fetch_add(1, Relaxed);
+            return false;
+        }
+        true
+    })
+    .await;
+    (addr, dropped)
+}
+
+/// A relay on loopback between one client and `server`: `pass(up,
+/// datagram)` sees every datagram (`up`: from the client) and says whether
+/// it goes on. Returns the address the client connects to.
+async fn filtering_relay(
+    server: SocketAddr,
+    mut pass: impl FnMut(bool, &[u8]) -> bool + Send + 'static,
+) -> SocketAddr {
     use tokio::net::UdpSocket;
     let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     back.connect(server).await.unwrap();
     let addr = front.local_addr().unwrap();
-    let dropped = Arc::new(AtomicU32::new(0));
-    let counter = dropped.clone();
     tokio::spawn(async move {
         let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
         let mut client = None;
@@ -318,22 +335,22 @@ async fn drop_client_wins(
                 r = front.recv_from(&mut up) => {
                     let Ok((n, from)) = r else { return };
                     client = Some(from);
-                    if carries(&up[..n], |h| h.cmd == CMD_WINS) {
-                        counter.fetch_add(1, Relaxed);
-                    } else {
+                    if pass(true, &up[..n]) {
                         let _ = back.send(&up[..n]).await;
                     }
                 }
                 r = back.recv(&mut down) => {
                     let Ok(n) = r else { return };
-                    if let Some(c) = client {
-                        let _ = front.send_to(&down[..n], c).await;
+                    if let Some(to) = client {
+                        if pass(false, &down[..n]) {
+                            let _ = front.send_to(&down[..n], to).await;
+                        }
                     }
                 }
             }
         }
     });
-    (addr, dropped)
+    addr
 }
 
 /// The listener hands a half-open session's data to no reader, so a client
@@ -402,45 +419,25 @@ struct ProbeCounts {
 /// probe. Anything else passes.
 async fn drop_first_answers(server: SocketAddr) -> (SocketAddr, std::sync::Arc<ProbeCounts>) {
     use std::sync::atomic::Ordering::Relaxed;
-    use std::sync::Arc;
-    use tokio::net::UdpSocket;
-    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    back.connect(server).await.unwrap();
-    let addr = front.local_addr().unwrap();
-    let counts = Arc::new(ProbeCounts::default());
+    let counts = std::sync::Arc::new(ProbeCounts::default());
     let c = counts.clone();
-    tokio::spawn(async move {
-        let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
-        let mut client = None;
-        let mut drop_next = false;
-        loop {
-            tokio::select! {
-                r = front.recv_from(&mut up) => {
-                    let Ok((n, from)) = r else { return };
-                    client = Some(from);
-                    if carries(&up[..n], |h| h.cmd == CMD_WINS) {
-                        if std::mem::take(&mut drop_next) {
-                            c.wins_dropped.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                        c.wins_passed.fetch_add(1, Relaxed);
-                    }
-                    let _ = back.send(&up[..n]).await;
-                }
-                r = back.recv(&mut down) => {
-                    let Ok(n) = r else { return };
-                    if carries(&down[..n], |h| h.cmd == CMD_WASK) {
-                        c.wask_down.fetch_add(1, Relaxed);
-                        drop_next = true;
-                    }
-                    if let Some(to) = client {
-                        let _ = front.send_to(&down[..n], to).await;
-                    }
-                }
+    let mut drop_next = false;
+    let addr = filtering_relay(server, move |up, d| {
+        if !up {
+            if carries(d, |h| h.cmd == CMD_WASK) {
+                c.wask_down.fetch_add(1, Relaxed);
+                drop_next = true;
             }
+        } else if carries(d, |h| h.cmd == CMD_WINS) {
+            if std::mem::take(&mut drop_next) {
+                c.wins_dropped.fetch_add(1, Relaxed);
+                return false;
+            }
+            c.wins_passed.fetch_add(1, Relaxed);
         }
-    });
+        true
+    })
+    .await;
     (addr, counts)
 }
 
