@@ -1,7 +1,8 @@
-//! The zero-copy receive paths, `input_with` and `recv_with`: the reader
-//! sees exactly the stream `input` + `recv` would give (in order, once,
-//! message boundaries kept) over a lossy, reordering, duplicating link, and
-//! data that arrives in order really is handed over from the datagram.
+//! The zero-copy paths, `send_with`, `input_with` and `recv_with`: the
+//! reader sees exactly the stream `send` + `input` + `recv` would give (in
+//! order, once, message boundaries kept) over a lossy, reordering,
+//! duplicating link, and data that arrives in order really is handed over
+//! from the datagram.
 #![cfg(feature = "std")] // the simulation needs std
 
 mod support;
@@ -37,6 +38,39 @@ impl Reader {
     }
 }
 
+/// How the sender queues its data.
+#[derive(Clone, Copy, PartialEq)]
+enum Sender {
+    /// `send`, from the caller's buffer.
+    Copying,
+    /// `send_with`, written into KCP's buffer.
+    InPlace,
+}
+
+/// Queues what is left of `msg` from byte `off` on; returns the bytes
+/// taken (stream mode may take part), or `None` when there was no room.
+fn send_from(a: &mut Kcp<Outbox>, msg: &[u8], off: usize, how: Sender) -> Option<usize> {
+    let rest = &msg[off..];
+    let r = match how {
+        Sender::Copying => a.send(rest),
+        Sender::InPlace => {
+            let mut at = 0;
+            let r = a.send_with(rest.len(), |piece| {
+                piece.copy_from_slice(&rest[at..at + piece.len()]);
+                at += piece.len();
+            });
+            // `fill` saw exactly the bytes reported taken.
+            assert_eq!(at, *r.as_ref().unwrap_or(&0), "fill and result disagree");
+            r
+        }
+    };
+    match r {
+        Ok(n) => Some(n),
+        Err(KcpError::BufferFull) => None,
+        Err(e) => panic!("send: {e}"),
+    }
+}
+
 /// Sends `msgs` from `a` to `b` over lossy links; `b` reads with
 /// `input_with`. Returns the reader, and `b` for inspection.
 fn transfer(
@@ -45,12 +79,24 @@ fn transfer(
     seed: u64,
     msgs: &[Vec<u8>],
 ) -> (Reader, Kcp<Outbox>) {
+    transfer_sent(cfg, link, seed, msgs, Sender::Copying).0
+}
+
+/// [`transfer`], the sender queuing as `how` says; also returns how many
+/// calls took only part of what they were given.
+fn transfer_sent(
+    cfg: KcpConfig,
+    link: LinkConfig,
+    seed: u64,
+    msgs: &[Vec<u8>],
+    how: Sender,
+) -> ((Reader, Kcp<Outbox>), usize) {
     let mut a = Kcp::with_config(7, Outbox::default(), cfg).unwrap();
     let mut b = Kcp::with_config(7, Outbox::default(), cfg).unwrap();
     let (mut ab, mut ba) = (Link::new(link, seed), Link::new(link, seed ^ 0x55));
     let mut reader = Reader::default();
     let total: usize = msgs.iter().map(Vec::len).sum();
-    let (mut next, mut now) = (0, 0u64);
+    let (mut next, mut off, mut partial, mut now) = (0, 0, 0, 0u64);
     let delivered = |r: &Reader| r.messages.iter().map(Vec::len).sum::<usize>() + r.partial.len();
     while if cfg.stream {
         delivered(&reader) < total
@@ -58,11 +104,15 @@ fn transfer(
         reader.messages.len() < msgs.len()
     } {
         while next < msgs.len() {
-            match a.send(&msgs[next]) {
-                Ok(_) => next += 1,
-                Err(KcpError::BufferFull) => break,
-                Err(e) => panic!("send: {e}"),
+            let Some(n) = send_from(&mut a, &msgs[next], off, how) else {
+                break;
+            };
+            off += n;
+            if off < msgs[next].len() {
+                partial += 1;
+                continue;
             }
+            (next, off) = (next + 1, 0);
         }
         now += STEP_MS;
         ab.deliver(now, |d| {
@@ -82,7 +132,7 @@ fn transfer(
         );
     }
     assert!(ab.stats().dropped > 0 || link.loss == 0.0);
-    (reader, b)
+    ((reader, b), partial)
 }
 
 fn mixed_messages(seed: u64, cfg: &KcpConfig) -> Vec<Vec<u8>> {
@@ -230,6 +280,104 @@ fn an_incomplete_message_waits_until_its_last_fragment() {
         }
     }
     assert_eq!((got, ends), (big, 1));
+}
+
+#[test]
+fn send_with_gives_the_messages_send_gives_over_a_bad_link() {
+    let cfg = KcpConfig::fast();
+    for seed in 1..=3 {
+        let msgs = mixed_messages(seed, &cfg);
+        let ((reader, _), _) =
+            transfer_sent(cfg, LinkConfig::lossy(0.2), seed, &msgs, Sender::InPlace);
+        assert_eq!(reader.messages.len(), msgs.len(), "seed {seed}");
+        for (i, (got, want)) in reader.messages.iter().zip(&msgs).enumerate() {
+            assert!(got == want, "seed {seed}: message {i} differs");
+        }
+    }
+}
+
+#[test]
+fn send_with_in_stream_mode_resumes_where_it_was_cut() {
+    // A send queue of a few hundred kilobytes at most.
+    let cfg = KcpConfig {
+        stream: true,
+        snd_wnd: 32,
+        rcv_wnd: 32,
+        ..KcpConfig::fast()
+    };
+    let room = Kcp::with_config(1, Outbox::default(), cfg)
+        .unwrap()
+        .send_capacity();
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // Writes larger than the send queue's room, and small ones that top up
+    // the last segment.
+    let mut msgs = Vec::new();
+    let (mut at, mut rng) = (0, Rng::new(4));
+    while at < data.len() {
+        let n = if rng.chance(0.3) {
+            room + 1000
+        } else {
+            rng.range(1, 700) as usize
+        };
+        let n = n.min(data.len() - at);
+        msgs.push(data[at..at + n].to_vec());
+        at += n;
+    }
+    let ((reader, _), partial) =
+        transfer_sent(cfg, LinkConfig::lossy(0.1), 5, &msgs, Sender::InPlace);
+    assert!(partial > 0, "no write was cut: the test proves nothing");
+    let got: Vec<u8> = reader.messages.concat();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "stream content differs");
+}
+
+#[test]
+fn send_with_fills_one_piece_per_segment_and_only_what_it_takes() {
+    let cfg = KcpConfig::fast();
+    let mss = cfg.mss();
+    let mut a = Kcp::with_config(1, Outbox::default(), cfg).unwrap();
+    let mut pieces = Vec::new();
+    let len = 2 * mss + 100;
+    assert_eq!(a.send_with(len, |p| pieces.push(p.len())), Ok(len));
+    assert_eq!(pieces, [mss, mss, 100]);
+    // Leave two free slots: a three-segment message is refused whole,
+    // before `fill` sees anything; a one-segment one still fits.
+    for _ in 0..a.send_capacity() / mss - 2 {
+        a.send_with(1, |p| p[0] = 9).unwrap();
+    }
+    assert_eq!(a.send_capacity(), 2 * mss);
+    let mut called = false;
+    assert_eq!(
+        a.send_with(len, |_| called = true),
+        Err(KcpError::BufferFull)
+    );
+    assert_eq!(
+        a.send_with(cfg.max_message() + 1, |_| called = true),
+        Err(KcpError::DataTooLarge {
+            max: cfg.max_message()
+        })
+    );
+    assert!(!called);
+    assert_eq!(a.send_with(5, |p| p.copy_from_slice(b"hello")), Ok(5));
+    assert_eq!(a.send_capacity(), mss);
+
+    // Stream mode: the first piece tops up the last queued segment, and
+    // only what there is room for is taken.
+    let cfg = KcpConfig {
+        stream: true,
+        ..KcpConfig::fast()
+    };
+    let mut s = Kcp::with_config(1, Outbox::default(), cfg).unwrap();
+    assert_eq!(s.send_with(10, |p| p.fill(1)), Ok(10));
+    let free = s.send_capacity() / mss;
+    let mut pieces = Vec::new();
+    let taken = s.send_with(10 * mss * free, |p| pieces.push(p.len()));
+    assert_eq!(taken, Ok(mss - 10 + free * mss));
+    assert_eq!(pieces.len(), 1 + free);
+    assert_eq!(pieces[0], mss - 10);
+    assert!(pieces[1..].iter().all(|&n| n == mss));
+    assert_eq!(s.send_with(1, |_| called = true), Err(KcpError::BufferFull));
+    assert!(!called);
 }
 
 #[test]

@@ -98,7 +98,8 @@ impl Peer for KcpCrate {
 #[derive(Clone, Copy, Debug)]
 enum Impl {
     Ours,
-    /// Ours, the receiver reading with `input_with` (zero-copy receive).
+    /// Ours with the zero-copy calls: the sender writes each message in
+    /// place with `send_with`, the receiver reads it with `input_with`.
     OursInPlace,
     Ikcp,
     KcpCrate,
@@ -110,13 +111,14 @@ impl Impl {
     fn name(self) -> &'static str {
         match self {
             Impl::Ours => "kcp-rs",
-            Impl::OursInPlace => "kcp-rs input_with",
+            Impl::OursInPlace => "kcp-rs in place",
             Impl::Ikcp => "ikcp (C)",
             Impl::KcpCrate => "kcp 0.6",
         }
     }
 
-    /// Whether the receiver reads in place, through [`Peer::input_with`].
+    /// Whether messages are written and read in place, through
+    /// [`Peer::send_with`] and [`Peer::input_with`].
     fn in_place(self) -> bool {
         matches!(self, Impl::OursInPlace)
     }
@@ -183,7 +185,11 @@ impl RoundPair {
         self.now += 20;
         let msg = [0x5au8; 64];
         for _ in 0..count {
-            self.a.send(&msg).unwrap();
+            if self.in_place {
+                self.a.send_with(64, &mut |piece| piece.fill(0x5a)).unwrap();
+            } else {
+                self.a.send(&msg).unwrap();
+            }
         }
         lap(0);
         self.a.update(self.now);
@@ -299,8 +305,19 @@ impl BulkPair {
         let first_now = self.now;
         while *got < end {
             while *sent < end && a.wait_snd() < 2 * wnd {
-                msg[..8].copy_from_slice(&sent.to_le_bytes());
-                if a.send(&msg).is_err() {
+                // The same bytes either way: the number, then zeros (in
+                // place they must be written: the buffer is recycled).
+                let id = sent.to_le_bytes();
+                let r = if self.in_place {
+                    a.send_with(SEG, &mut |piece| {
+                        piece[..8].copy_from_slice(&id);
+                        piece[8..].fill(0);
+                    })
+                } else {
+                    msg[..8].copy_from_slice(&id);
+                    a.send(&msg)
+                };
+                if r.is_err() {
                     break;
                 }
                 *sent += 1;

@@ -49,6 +49,17 @@ pub trait Peer {
     fn wait_snd(&self) -> u32;
     /// Size of the next message, if complete.
     fn peek_size(&self) -> Option<usize>;
+    /// Queues a message of `len` bytes that `fill` writes in place, in
+    /// pieces (see [`Kcp::send_with`]). Ours does it without copying; the
+    /// default fills a buffer and [`send`](Self::send)s it.
+    ///
+    /// # Errors
+    /// The implementation refused the message.
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, String> {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.send(&buf)
+    }
     /// Feeds one datagram and hands every message now complete to `read`
     /// as `(piece, end)`, returning the bytes handed over. Ours does it
     /// without copying ([`Kcp::input_with`]); the default reads each
@@ -136,6 +147,9 @@ impl Peer for Kcp<Outbox> {
         read: &mut dyn FnMut(&[u8], bool),
     ) -> Result<usize, String> {
         Kcp::input_with(self, data, read).map_err(|e| e.to_string())
+    }
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<usize, String> {
+        Kcp::send_with(self, len, fill).map_err(|e| e.to_string())
     }
 }
 
