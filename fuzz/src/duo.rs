@@ -246,6 +246,44 @@ impl Duo {
         }
         let res = self.k[side].send(&data);
         self.scratch = data;
+        self.record_send(side, len, res)
+    }
+
+    /// [`send`](Self::send) through `send_with`: the same bytes, written
+    /// into KCP's buffer piece by piece.
+    ///
+    /// # Panics
+    /// As `send`, and when `fill` saw other than the bytes reported taken.
+    pub fn send_with(&mut self, side: usize, len: usize) -> Result<usize, KcpError> {
+        let byte = match &self.flow[side] {
+            Flow::Messages { next_id, .. } => Ok(*next_id),
+            Flow::Stream { sent, .. } => Err(*sent),
+        };
+        let mut at = 0;
+        let res = self.k[side].send_with(len, |piece| {
+            for b in piece.iter_mut() {
+                *b = match byte {
+                    Ok(id) => msg_byte(side, id, at),
+                    Err(sent) => stream_byte(side, sent + at as u64),
+                };
+                at += 1;
+            }
+        });
+        assert_eq!(
+            at,
+            *res.as_ref().unwrap_or(&0),
+            "send_with filled {at} bytes and returned {res:?}"
+        );
+        self.record_send(side, len, res)
+    }
+
+    /// Books what a send of `len` bytes took.
+    fn record_send(
+        &mut self,
+        side: usize,
+        len: usize,
+        res: Result<usize, KcpError>,
+    ) -> Result<usize, KcpError> {
         match (&res, &mut self.flow[side]) {
             (Ok(n), Flow::Messages { queue, next_id }) => {
                 assert_eq!(*n, len, "message mode takes a message whole");

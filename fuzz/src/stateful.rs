@@ -1,15 +1,18 @@
 //! `kcp_stateful`: an `arbitrary` sequence of operations on a pair.
 //!
 //! The operations drive both sessions' application and network sides
-//! (each side reads with `input` + `recv` or the zero-copy `input_with` /
-//! `recv_with`, switched by [`Op::Reader`] at any point, and
-//! [`Op::RecvWith`] mixes `recv_with` with `recv`) and abuse the wire: loss, reordering, replays of recent datagrams (also fed
+//! (each side writes with `send` or the zero-copy `send_with`, reads with
+//! `input` + `recv` or the zero-copy `input_with` / `recv_with`, switched
+//! by [`Op::Reader`] at any point, and [`Op::RecvWith`] mixes `recv_with`
+//! with `recv`) and abuse the wire: loss, reordering, replays of recent
+//! datagrams (also fed
 //! back to their own sender), truncations, header fields overwritten and
 //! bytes flipped, and a clock that stalls, jumps back or leaps across the
 //! wrap. Invariants, checked throughout:
 //!
-//! - nothing panics and `input` / `input_with` / `send` / `recv` /
-//!   `recv_with` fail only as documented;
+//! - nothing panics and `input` / `input_with` / `send` / `send_with` /
+//!   `recv` / `recv_with` fail only as documented, and `send_with` fills
+//!   exactly the bytes it reports taken;
 //! - every genuine datagram is accepted and no session emits a malformed one;
 //! - memory stays within `memory_footprint_max`;
 //! - `check` never names a time in the past, nor one far ahead when idle;
@@ -51,6 +54,8 @@ pub struct Scenario {
 pub enum Op {
     /// Sends `len` bytes (a small length when the top bit is set).
     Send { side: bool, len: u16 },
+    /// [`Op::Send`] through `send_with`, writing in place.
+    SendWith { side: bool, len: u16 },
     /// One `recv` with a buffer of `cap` bytes (small when the top bit is set).
     Recv { side: bool, cap: u16 },
     /// Reads everything ready.
@@ -163,6 +168,10 @@ fn apply(d: &mut Duo, op: Op, max_message: usize) {
         Op::Send { side, len } => {
             let len = small_or(len, (max_message + 64).max(1));
             let _ = d.send(idx(side), len);
+        }
+        Op::SendWith { side, len } => {
+            let len = small_or(len, (max_message + 64).max(1));
+            let _ = d.send_with(idx(side), len);
         }
         Op::Recv { side, cap } => {
             let _ = d.recv(idx(side), small_or(cap, usize::MAX));
@@ -279,6 +288,10 @@ mod tests {
             Send {
                 side: true,
                 len: 0x8005,
+            },
+            SendWith {
+                side: false,
+                len: 2000,
             },
             Update { side: false },
             Update { side: true },
