@@ -15,8 +15,8 @@
 //!
 //! Time: a `u32` millisecond clock counted from the task's start (wrapping
 //! after 49 days, as KCP expects). After driving a session the task asks
-//! `Kcp::check` when the session next has work and files the session in a
-//! [`DelayQueue`] at that time, or earlier for the layer's own deadlines
+//! `Kcp::check` when the session next has work and files the session in
+//! [`Deadlines`] at that time, or earlier for the layer's own deadlines
 //! (idle timeout, keep-alive, half-open expiry, end of linger). An idle
 //! session is filed about ten seconds ahead (or at its keep-alive) and costs
 //! nothing between.
@@ -42,10 +42,10 @@ use tokio::net::ToSocketAddrs;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tokio_util::time::DelayQueue;
 use tracing::Instrument;
 
 use super::config::{SessionConfig, RECV_CHUNK};
+use super::deadlines::Deadlines;
 use super::session::{CloseReason, Cmd, Role, Session, Shared};
 use super::stats::Counters;
 use super::stream::KcpStream;
@@ -287,7 +287,7 @@ pub(crate) struct Endpoint {
     sessions: HashMap<u64, Session>,
     by_key: HashMap<(SocketAddr, u32), u64>,
     per_ip: HashMap<IpAddr, usize>,
-    timers: DelayQueue<u64>,
+    timers: Deadlines,
     cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     cmd_tx: mpsc::UnboundedSender<Cmd>,
     accept_tx: Option<mpsc::Sender<Accepted>>,
@@ -319,7 +319,7 @@ impl Endpoint {
             sessions: HashMap::new(),
             by_key: HashMap::new(),
             per_ip: HashMap::new(),
-            timers: DelayQueue::new(),
+            timers: Deadlines::new(),
             cmd_rx,
             cmd_tx,
             accept_tx,
@@ -636,7 +636,6 @@ impl Endpoint {
             front: None,
             in_tx,
             pending_stream: None,
-            timer: None,
             deadline: None,
             created: now,
             last_recv: now,
@@ -685,8 +684,8 @@ impl Endpoint {
                 self.per_ip.remove(&peer.ip());
             }
         }
-        if let Some(k) = sess.timer.take() {
-            self.timers.try_remove(&k);
+        if let Some(at) = sess.deadline.take() {
+            self.timers.remove(id, at);
         }
         let c = &self.counters;
         if sess.lingering_since.is_some() {
@@ -725,13 +724,11 @@ impl Endpoint {
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> usize {
         let mut expired = 0;
         while expired < TIMER_BATCH {
-            let Poll::Ready(Some(e)) = self.timers.poll_expired(cx) else {
+            let Poll::Ready(id) = self.timers.poll_expired(Instant::now(), cx) else {
                 break;
             };
             expired += 1;
-            let id = e.into_inner();
             if let Some(s) = self.sessions.get_mut(&id) {
-                s.timer = None;
                 s.deadline = None;
             }
             self.mark_dirty(id);
@@ -961,11 +958,7 @@ impl Endpoint {
             let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
             at = at.min(now + Duration::from_millis(wait as u64));
         }
-        match &sess.timer {
-            Some(key) if sess.deadline != Some(at) => self.timers.reset_at(key, at),
-            Some(_) => {}
-            None => sess.timer = Some(self.timers.insert_at(id, at)),
-        }
+        self.timers.file(id, sess.deadline, at);
         sess.deadline = Some(at);
         None
     }

@@ -4,7 +4,7 @@
 //!  KcpStream ──(send queue: semaphore of bytes + channel)──▶ ┐
 //!  KcpStream ◀──(bounded channel of received chunks)──────── │ socket task
 //!                                                            │  demux by (peer, conv)
-//!  UDP socket ◀──────────────── datagrams ─────────────────▶ │  DelayQueue of deadlines
+//!  UDP socket ◀──────────────── datagrams ─────────────────▶ │  deadlines, one timer
 //!                                                            ┘  Kcp per session
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! `HashMap`: the keys come from the network, so they get SipHash), drives
 //! the sessions touched, and files each session's next deadline (what
 //! `Kcp::check` names, or the layer's idle/keep-alive/half-open deadline) in
-//! a timer wheel. An idle session costs no CPU.
+//! an ordered set; tokio's timer wheel holds one entry per socket task, for
+//! the earliest. An idle session costs no CPU.
 //!
 //! **FEC** (the `fec` feature, [`SessionConfig::fec`]): the encoder frames
 //! what each session's core outputs as kcp-go FEC packets (the core's MTU
@@ -62,6 +63,7 @@
 //! in [`SessionStats`] and [`ListenerStats`].
 
 mod config;
+mod deadlines;
 mod endpoint;
 #[cfg(feature = "fec")]
 mod fec;

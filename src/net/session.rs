@@ -25,7 +25,6 @@ use std::{fmt, io};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tokio_util::time::delay_queue;
 
 use super::stats::SessionStats;
 use super::stream::KcpStream;
@@ -188,7 +187,7 @@ pub(crate) struct Session {
     pub in_tx: mpsc::Sender<Bytes>,
     /// The stream, until the session is confirmed and handed to `accept`.
     pub pending_stream: Option<KcpStream>,
-    pub timer: Option<delay_queue::Key>,
+    /// Where the session is filed in the task's [`Deadlines`](super::deadlines::Deadlines).
     pub deadline: Option<Instant>,
     pub created: Instant,
     pub last_recv: Instant,
