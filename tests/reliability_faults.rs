@@ -146,6 +146,29 @@ impl RemoteWriter {
 
 // ----- a peer that vanishes ----------------------------------------------------
 
+/// A client that never writes, to a port where nothing answers: its only
+/// traffic is the keep-alive its own timer sends, and its read must still
+/// fail with `TimedOut` within `idle_timeout` (the timer of a session that
+/// no datagram, write or command ever drove must fire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_writes_to_a_silent_peer_times_out() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let mut client = KcpStream::connect(silent.local_addr().unwrap(), config(false))
+        .await
+        .unwrap();
+    let e = read_until_error(&mut client, IDLE + SLACK).await;
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(started.elapsed() >= IDLE, "timed out before idle_timeout");
+    // The keep-alive went out: the silent socket got window probes.
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = silent
+        .recv_from(&mut buf)
+        .expect("no keep-alive probe arrived");
+    assert_eq!(buf[4], 83, "not a WASK: {:?}", &buf[..n]);
+}
+
 /// The link goes black mid-transfer in both directions: the server's read
 /// and write fail with `TimedOut` within `idle_timeout` (a dead link may be
 /// noticed sooner), the client's too, and nothing is left behind.

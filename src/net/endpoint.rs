@@ -404,7 +404,10 @@ impl Endpoint {
             if self.sessions.is_empty() && !self.listening() {
                 return Poll::Ready(());
             }
-            if work == 0 {
+            // Nothing came in, but sessions made outside a pass (a client's
+            // at `connect`) were driven just now: their deadlines must be
+            // polled to arm the timer.
+            if work == 0 && self.poll_timers(cx) == 0 {
                 return Poll::Pending;
             }
             // Commands and datagrams that come from now on wake the task,
