@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!   KcpListener / KcpStream      tokio feature: streams over one UDP socket
-//!          │  socket task: demultiplex by (peer, conv), timer wheel
+//!          │  socket task: demultiplex by (peer, conv), session deadlines
 //!   fec::{FecEncoder, FecDecoder}   fec feature: Reed-Solomon, kcp-go framing
 //!          │
 //!   Kcp<O: KcpOutput>            protocol state machine: no socket, no clock,

@@ -1,6 +1,7 @@
 //! The socket task: one per UDP socket. It reads datagrams, demultiplexes
 //! them by `(peer address, conv)` into sessions, drives every session's
-//! [`Kcp`](crate::Kcp) from a timer wheel, and moves bytes between the
+//! [`Kcp`](crate::Kcp) at the deadlines it names (one tokio timer per
+//! task, see [`Deadlines`]), and moves bytes between the
 //! sessions and their stream handles.
 //!
 //! Each wake-up does bounded work: at most [`CMD_BATCH`] commands,
@@ -86,8 +87,7 @@ const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
 
 /// How long ACKs held for a reader's reply wait at most (see
 /// `Endpoint::drive`), for a reader that neither answers nor reads again.
-/// The timer wheel's resolution is a millisecond, so they may wait up to
-/// two.
+/// tokio's timer resolution is a millisecond, so they may wait up to two.
 const ACK_HOLD_MAX: Duration = Duration::from_millis(1);
 
 /// A stream and its peer, as `accept` returns them.
