@@ -46,12 +46,13 @@ impl Deadlines {
         if old == Some(at) {
             return;
         }
-        // Inserted before the old one goes: the set never empties here,
-        // so its root node is kept rather than freed and made again.
-        self.set.insert((at, id));
+        // The old one goes first, so the set's size never crosses a node
+        // boundary here (which would split a node, and allocate, only to
+        // merge it again).
         if let Some(old) = old {
             self.set.remove(&(old, id));
         }
+        self.set.insert((at, id));
     }
 
     /// Removes session `id`'s deadline `at`.
