@@ -2,6 +2,7 @@
 
 /// Counters since a session was built. All wrap only after 2^64 events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KcpStats {
     /// Datagrams handed to the output.
     pub out_datagrams: u64,

@@ -7,6 +7,7 @@ use super::framing::{kcp_bytes_of_shard, seqid_diff, Packet, ShardKind, EMPTY_MA
 
 /// Counters of a [`FecDecoder`] since it was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FecDecoderStats {
     /// Data packets accepted (delivered at once unless empty).
     pub data_packets: u64,

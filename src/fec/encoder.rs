@@ -10,6 +10,7 @@ use super::framing::{
 
 /// Counters of a [`FecEncoder`] since it was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FecEncoderStats {
     /// Data packets carrying a KCP datagram.
     pub data_packets: u64,

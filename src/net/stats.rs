@@ -8,6 +8,7 @@ use crate::KcpStats;
 /// layer's. Read it with [`KcpStream::stats`](super::KcpStream::stats); it is
 /// refreshed each time the socket task works on the session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// The protocol core's counters: datagrams, bytes and segments in and
     /// out, retransmissions (each one a segment lost), fast retransmissions,
@@ -51,6 +52,7 @@ pub struct SessionStats {
 /// A snapshot of a listener's socket task: totals over all its sessions.
 /// Read it with [`KcpListener::stats`](super::KcpListener::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerStats {
     /// Datagrams read from the socket.
     pub datagrams_in: u64,
