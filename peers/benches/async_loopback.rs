@@ -23,7 +23,9 @@
 //! `ASYNC_BENCH_PINGPONG=workers|main` (only one of the two ping-pong
 //! tables), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
 //! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
-//! (worker threads of every runtime, default 2).
+//! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
+//! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
+//! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -733,6 +735,11 @@ fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<Pin
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let pct = |p: f64| us(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]);
+    if std::env::var_os("ASYNC_BENCH_DIST").is_some() {
+        let ps = [0.10, 0.50, 0.80, 0.90, 0.95, 0.97, 0.98, 0.99, 0.995];
+        let v: Vec<String> = ps.iter().map(|&p| format!("{:.1}", pct(p))).collect();
+        eprintln!("dist {} ({}): {}", case.name, case.settings, v.join(" "));
+    }
     Ok(PingPong {
         round_trips: samples.len(),
         preempted,

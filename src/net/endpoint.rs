@@ -31,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -54,6 +55,29 @@ use super::udp::{Outbox, RecvBatch, UdpIo};
 use crate::codec::{peek_conv, Segments};
 use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, IDLE_CHECK, OVERHEAD};
 use crate::{Kcp, KcpConfig, KcpError};
+
+/// Hashes the task's own session ids, which count up from 1: a multiply
+/// (Fibonacci hashing) spreads them over the table's bits. Maps keyed by
+/// what the network sends keep std's keyed SipHash; this one is looked up
+/// several times per datagram, where SipHash cost about 20 ns a time.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Commands taken per pass.
 pub(crate) const CMD_BATCH: usize = 256;
@@ -284,7 +308,8 @@ pub(crate) struct Endpoint {
     io: UdpIo,
     cfg: Arc<SessionConfig>,
     epoch: Instant,
-    sessions: HashMap<u64, Session>,
+    /// By the task's own session ids (not from the network: a cheap hash).
+    sessions: HashMap<u64, Session, BuildHasherDefault<IdHasher>>,
     by_key: HashMap<(SocketAddr, u32), u64>,
     per_ip: HashMap<IpAddr, usize>,
     timers: Deadlines,
@@ -312,14 +337,15 @@ impl Endpoint {
         // A datagram longer than the MTU is not KCP's (see
         // `UdpIo::recv_batch`).
         let rx = io.recv_batch(cfg.kcp.mtu as usize);
+        let epoch = Instant::now();
         Endpoint {
             io,
             cfg: Arc::new(cfg),
-            epoch: Instant::now(),
-            sessions: HashMap::new(),
+            epoch,
+            sessions: HashMap::default(),
             by_key: HashMap::new(),
             per_ip: HashMap::new(),
-            timers: Deadlines::new(),
+            timers: Deadlines::new(epoch),
             cmd_rx,
             cmd_tx,
             accept_tx,
@@ -399,7 +425,7 @@ impl Endpoint {
             }
             drained &= recv_drained;
             self.rx = batch;
-            work += self.poll_timers(cx);
+            work += self.poll_timers(now, cx);
             self.drive_dirty(now);
             if self.sessions.is_empty() && !self.listening() {
                 return Poll::Ready(());
@@ -407,14 +433,14 @@ impl Endpoint {
             // Nothing came in, but sessions made outside a pass (a client's
             // at `connect`) were driven just now: their deadlines must be
             // polled to arm the timer.
-            if work == 0 && self.poll_timers(cx) == 0 {
+            if work == 0 && self.poll_timers(now, cx) == 0 {
                 return Poll::Pending;
             }
             // Commands and datagrams that come from now on wake the task,
             // so another pass would only find them empty; the timers
             // `drive_dirty` moved must still be polled (that registers
             // them).
-            if drained && self.poll_timers(cx) == 0 {
+            if drained && self.poll_timers(now, cx) == 0 {
                 return Poll::Pending;
             }
         }
@@ -724,10 +750,11 @@ impl Endpoint {
     /// Marks the sessions whose deadline passed (at most `TIMER_BATCH`) to
     /// be driven; returns how many. Polling also registers the wheel's
     /// waker for the next deadline.
-    fn poll_timers(&mut self, cx: &mut Context<'_>) -> usize {
+    fn poll_timers(&mut self, now: Instant, cx: &mut Context<'_>) -> usize {
+        let now_ms = self.timers.now_ms(now);
         let mut expired = 0;
         while expired < TIMER_BATCH {
-            let Poll::Ready(id) = self.timers.poll_expired(Instant::now(), cx) else {
+            let Poll::Ready(id) = self.timers.poll_expired(now_ms, cx) else {
                 break;
             };
             expired += 1;
@@ -961,6 +988,7 @@ impl Endpoint {
             let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
             at = at.min(now + Duration::from_millis(wait as u64));
         }
+        let at = self.timers.deadline_ms(at);
         self.timers.file(id, sess.deadline, at);
         sess.deadline = Some(at);
         None

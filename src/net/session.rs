@@ -188,7 +188,7 @@ pub(crate) struct Session {
     /// The stream, until the session is confirmed and handed to `accept`.
     pub pending_stream: Option<KcpStream>,
     /// Where the session is filed in the task's [`Deadlines`](super::deadlines::Deadlines).
-    pub deadline: Option<Instant>,
+    pub deadline: Option<super::deadlines::Ms>,
     pub created: Instant,
     pub last_recv: Instant,
     pub last_probe: Instant,
