@@ -165,6 +165,50 @@ mod tests {
         assert_eq!(d.len(), 1);
     }
 
+    /// Random filing, refiling and removal of many sessions against a
+    /// plain map: what expires is exactly what is due, earliest first, and
+    /// a refiled or removed session's old deadline never fires.
+    #[tokio::test]
+    async fn many_sessions_against_a_model() {
+        let mut d = Deadlines::new(Instant::now());
+        let mut model: std::collections::HashMap<u64, Ms> = Default::default();
+        let mut cx = noop_cx();
+        let mut rng = crate::sim::Rng::new(11);
+        // Days after the epoch: the real sleep must never fire here, the
+        // virtual `now` alone decides.
+        let mut now: Ms = 1_000_000_000;
+        for _ in 0..20_000 {
+            let id = rng.range(1, 500);
+            match rng.range(0, 9) {
+                0 => {
+                    if let Some(at) = model.remove(&id) {
+                        d.remove(id, at);
+                    }
+                }
+                1..=6 => {
+                    let at = now + rng.range(0, 200);
+                    d.file(id, model.get(&id).copied(), at);
+                    model.insert(id, at);
+                }
+                _ => {
+                    now += rng.range(0, 30);
+                    let mut due: Vec<(Ms, u64)> = model
+                        .iter()
+                        .filter(|&(_, &at)| at <= now)
+                        .map(|(&id, &at)| (at, id))
+                        .collect();
+                    due.sort();
+                    for (_, want) in due {
+                        assert_eq!(d.poll_expired(now, &mut cx), Poll::Ready(want));
+                        model.remove(&want);
+                    }
+                    assert_eq!(d.poll_expired(now, &mut cx), Poll::Pending);
+                }
+            }
+            assert_eq!(d.len(), model.len());
+        }
+    }
+
     #[tokio::test]
     async fn deadlines_round_up_and_the_present_rounds_down() {
         let epoch = Instant::now();
