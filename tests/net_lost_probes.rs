@@ -14,7 +14,10 @@
 //!   window must confirm the session;
 //! - a quiet client (a small request, then it waits) never probes, and
 //!   each of its answers to the listener's probes is lost: its repeats of
-//!   the answer must confirm the session, and they stay bounded.
+//!   the answer must confirm the session, and they stay bounded;
+//! - ours is the receiver: its window shuts, reopens, and the `WINS` that
+//!   says so is lost; a sender like ikcp asks only after 7 s, so the
+//!   session repeats that `WINS`.
 //!
 //! The peer is a bare core [`Kcp`] on a std UDP socket, so the test decides
 //! exactly when it reads and which datagrams it loses; in the last test it
@@ -580,4 +583,99 @@ async fn a_clients_repeated_answers_are_bounded_and_stop_at_the_first_data() {
     let mut reply = [0u8; 5];
     c.read_exact(&mut reply).await.unwrap();
     assert_eq!(&reply, b"reply");
+}
+
+/// Ours is the receiver this time. Its application stops reading until
+/// the receive window shuts, then reads, and the one `WINS` that says the
+/// window reopened is lost on the way. The sender is a bare core, which,
+/// like ikcp and kcp-go, asks about a shut window only after 7 s: the
+/// session's repeats of that `WINS` must get it going well before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_receivers_lost_window_update_is_repeated() {
+    let cfg = SessionConfig {
+        kcp: KcpConfig {
+            stream: true,
+            rcv_wnd: PEER_RCV_WND,
+            ..SessionConfig::default().kcp
+        },
+        recv_queue_limit: 16 << 10,
+        ..SessionConfig::default()
+    };
+    let listener = KcpListener::bind("127.0.0.1:0", cfg).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shut_tx, shut_rx) = tokio::sync::oneshot::channel::<()>();
+    let peer = tokio::task::spawn_blocking(move || send_until_reopened(addr, shut_tx));
+    let (mut s, _) = listener.accept().await.unwrap();
+    // Read nothing until the sender has seen the window shut.
+    tokio::time::timeout(Duration::from_secs(20), shut_rx)
+        .await
+        .expect("the window never shut")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while got.len() < BYTES {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("the transfer stalled")
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    let expect: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    assert!(got == expect, "bytes differ");
+    let (lost, reopened_after) = peer.await.unwrap();
+    assert_eq!(lost, 1, "the reopening WINS was not lost");
+    eprintln!("the sender saw the window reopen {reopened_after:?} after it shut");
+    assert!(
+        reopened_after < Duration::from_secs(3),
+        "the sender waited {reopened_after:?}: the lost WINS was not repeated"
+    );
+}
+
+/// Sends `BYTES` to `server` from a bare core. When the server's window
+/// shuts it tells `shut` and loses the next datagram that carries a
+/// `WINS`. Returns how many it lost and how long after the window shut the
+/// sender saw it open again.
+fn send_until_reopened(
+    server: SocketAddr,
+    shut: tokio::sync::oneshot::Sender<()>,
+) -> (u32, Duration) {
+    let cfg = KcpConfig {
+        stream: true,
+        ..SessionConfig::default().kcp
+    };
+    let mut peer = Peer::new(server, cfg);
+    let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    let give_up = Instant::now() + Duration::from_secs(40);
+    let (mut sent, mut lose, mut lost) = (0, 0u32, 0u32);
+    let mut shut = Some(shut);
+    let (mut shut_at, mut reopened_after) = (None, None);
+    let mut buf = [0u8; 2048];
+    while sent < data.len() || peer.kcp.wait_snd() > 0 {
+        assert!(Instant::now() < give_up, "stalled: {sent} bytes queued");
+        if sent < data.len() {
+            if let Ok(n) = peer.kcp.send(&data[sent..data.len().min(sent + 4096)]) {
+                sent += n;
+            }
+        }
+        while let Ok((n, _)) = peer.kcp.output().sock.recv_from(&mut buf) {
+            if lose > 0 && carries(&buf[..n], |h| h.cmd == CMD_WINS) {
+                lose -= 1;
+                lost += 1;
+                continue;
+            }
+            let _ = peer.kcp.input(&buf[..n]);
+        }
+        let now = peer.ms();
+        peer.kcp.update(now);
+        let open = peer.kcp.remote_window() > 0;
+        if shut_at.is_none() && !open {
+            shut_at = Some(Instant::now());
+            lose = 1;
+            let _ = shut.take().map(|s| s.send(()));
+        }
+        if let (Some(at), None, true) = (shut_at, reopened_after, open) {
+            reopened_after = Some(at.elapsed());
+        }
+    }
+    (lost, reopened_after.expect("the window never reopened"))
 }

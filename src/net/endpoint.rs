@@ -94,9 +94,9 @@ pub(crate) const MAX_PASSES: usize = 4;
 /// `half_open_timeout`.
 const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 
-/// When a client repeats its answer (`WINS`) to a window probe, after the
-/// probe arrived, until the peer's first data (see
-/// [`repeat_window_answer`]).
+/// When a window answer (`WINS`) is repeated, after the probe arrived (a
+/// client before the peer's first data) or the window reopened, until the
+/// peer's next data (see [`repeat_window_answer`]).
 const WINDOW_ANSWER_REPEATS: [Duration; 2] =
     [Duration::from_millis(100), Duration::from_millis(300)];
 
@@ -882,7 +882,16 @@ impl Endpoint {
         if may_hold {
             sess.shared.ack_held.store(true, SeqCst);
         }
+        let was_shut = sess.kcp.window_full();
         let delivered = (sess.role == Role::Client || sess.confirmed) && pump_reads(sess);
+        if was_shut && !sess.kcp.window_full() {
+            // The reader reopened a shut window: KCP tells the peer once,
+            // at this flush. If that is lost, a peer that is not ours (ikcp,
+            // kcp-go) waits for its own probe, 7 s at first; so the answer
+            // is repeated as a client's is, until the peer's data arrives.
+            sess.window_asked_at = Some(now);
+            sess.window_answers_repeated = 0;
+        }
         // The reader made room in a shut window (or the peer asked): KCP
         // tells the peer at its next flush, which without this would wait
         // for the next `interval` tick while the peer sits idle.
@@ -1061,8 +1070,13 @@ fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
 /// answered a `WASK` with again [`WINDOW_ANSWER_REPEATS`] after it. Each
 /// received `WASK` draws at most that many more 24-byte answers (a new one
 /// restarts the schedule, it does not add to it), and the listener's side
-/// costs nothing: it sends no more probes. Returns whether a repeat is due
-/// now.
+/// costs nothing: it sends no more probes.
+///
+/// The same repeats follow the `WINS` that tells the peer a shut receive
+/// window reopened (the reader caught up), in either role: a sender that
+/// is not ours (ikcp, kcp-go) would otherwise, when that one datagram is
+/// lost, wait for its own zero-window probe, 7 s at first. Returns whether
+/// a repeat is due now.
 fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
     let Some(at) = next_window_answer(sess) else {
         sess.window_asked_at = None;
@@ -1143,24 +1157,27 @@ struct Fed {
     /// looked for while unconfirmed).
     answered: bool,
     /// A client that has heard no data yet: it carried a window probe
-    /// (`WASK`), or data (`PUSH`). See [`repeat_window_answer`].
+    /// (`WASK`). See [`repeat_window_answer`].
     asked: bool,
+    /// It carried data (`PUSH`), looked for while window answers may be
+    /// repeated.
     pushed: bool,
 }
 
 impl Fed {
     /// Adds what an accepted KCP datagram says, for a session still
-    /// unconfirmed (`look`) or a client that heard no data yet (`waiting`);
-    /// otherwise it is not parsed again.
-    fn note(&mut self, d: &[u8], look: bool, told_shut: bool, waiting: bool) {
+    /// unconfirmed (`look`), a client that heard no data yet (`waiting`)
+    /// or one repeating a window answer (`repeating`); otherwise it is not
+    /// parsed again.
+    fn note(&mut self, d: &[u8], look: bool, told_shut: bool, waiting: bool, repeating: bool) {
         self.alive = true;
-        if !(look || waiting) {
+        if !(look || waiting || repeating) {
             return;
         }
         let cmds = commands(d);
         self.answered |= look && cmds.answers(told_shut);
         self.asked |= waiting && cmds.has(CMD_WASK);
-        self.pushed |= waiting && cmds.has(CMD_PUSH);
+        self.pushed |= (waiting || repeating) && cmds.has(CMD_PUSH);
     }
 }
 
@@ -1170,6 +1187,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
     let look = !sess.confirmed;
     let told_shut = sess.told_shut;
     let waiting = sess.role == Role::Client && !sess.heard_data;
+    let repeating = sess.window_asked_at.is_some();
     // Updates happen only at `check` deadlines: without this, an ACK is
     // timed against the last update and the RTT reads near zero.
     sess.kcp.set_clock(now_ms);
@@ -1183,7 +1201,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
                 return; // padding of an empty data shard
             }
             match kcp.input(d) {
-                Ok(()) => fed.note(d, look, told_shut, waiting),
+                Ok(()) => fed.note(d, look, told_shut, waiting, repeating),
                 Err(_) => refused += 1,
             }
         });
@@ -1193,7 +1211,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
     }
     let _ = (now_ms, counters);
     if sess.kcp.input(data).is_ok() {
-        fed.note(data, look, told_shut, waiting);
+        fed.note(data, look, told_shut, waiting, repeating);
     }
     fed
 }

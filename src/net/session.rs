@@ -203,9 +203,10 @@ pub(crate) struct Session {
     /// or never needed to). Until then its window probes may be a
     /// half-open listener's, and each answer is repeated.
     pub heard_data: bool,
-    /// Client only, before `heard_data`: when the last window probe (WASK)
-    /// arrived, while repeats of the answer are still due, and how many
-    /// were sent (see `endpoint::repeat_window_answer`).
+    /// When the last window probe (WASK) arrived at a client before
+    /// `heard_data`, or the reader reopened a shut receive window: while
+    /// repeats of the window answer are still due (until the peer's next
+    /// data), and how many were sent (see `endpoint::repeat_window_answer`).
     pub window_asked_at: Option<Instant>,
     pub window_answers_repeated: u8,
     /// In the task's dirty list.
