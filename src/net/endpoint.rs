@@ -48,13 +48,18 @@ use tracing::Instrument;
 
 use super::config::{SessionConfig, RECV_CHUNK};
 use super::deadlines::Deadlines;
+use super::peek::{commands, is_first_flight};
+use super::probes::{
+    begin_linger, keep_alive, linger_deadline, next_half_open_probe, next_probe,
+    next_window_answer, probe_shut_window, repeat_window_answer, HALF_OPEN_PROBE,
+};
 use super::session::{CloseReason, Cmd, Role, Session, Shared};
 use super::stats::Counters;
 use super::stream::KcpStream;
 use super::udp::{Outbox, RecvBatch, UdpIo};
-use crate::codec::{peek_conv, Segments};
-use crate::constants::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, IDLE_CHECK, OVERHEAD};
-use crate::{Kcp, KcpConfig, KcpError};
+use crate::codec::peek_conv;
+use crate::constants::{CMD_PUSH, CMD_WASK, IDLE_CHECK, OVERHEAD};
+use crate::{Kcp, KcpError};
 
 /// Hashes the task's own session ids, which count up from 1: a multiply
 /// (Fibonacci hashing) spreads them over the table's bits. Maps keyed by
@@ -87,27 +92,6 @@ pub(crate) const RECV_BATCH: usize = 64;
 pub(crate) const TIMER_BATCH: usize = 256;
 /// Passes per wake-up before yielding to the runtime.
 pub(crate) const MAX_PASSES: usize = 4;
-
-/// How long a half-open session waits for an answer to its first window
-/// probe before repeating it; the wait doubles after each repeat (200, 400,
-/// 800 ms …), so a silent source draws only a handful of probes before
-/// `half_open_timeout`.
-const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
-
-/// When a window answer (`WINS`) is repeated, after the probe arrived (a
-/// client before the peer's first data) or the window reopened, until the
-/// peer's next data (see [`repeat_window_answer`]).
-const WINDOW_ANSWER_REPEATS: [Duration; 2] =
-    [Duration::from_millis(100), Duration::from_millis(300)];
-
-/// The longest wait between two asks for a shut window (see
-/// `probe_shut_window`): a peer whose application stopped reading costs a
-/// 24-byte probe a second at most.
-const WINDOW_PROBE_MAX: Duration = Duration::from_secs(1);
-
-/// A lingering session leaves once nothing has arrived for four RTOs, but
-/// not sooner than this after the last datagram (or after it finished).
-const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
 
 /// How long ACKs held for a reader's reply wait at most (see
 /// `Endpoint::drive`), for a reader that neither answers nor reads again.
@@ -205,92 +189,6 @@ fn random_conv() -> u32 {
             return c;
         }
     }
-}
-
-/// Whether a datagram for no known session looks like the first flight of a
-/// new one: only PUSH segments, the sender has received nothing
-/// (`una == initial_sn`), and every `sn` within the first receive window.
-///
-/// ikcp (and kcp-go, and this crate) start a conversation by sending data
-/// from `sn = initial_sn` (0 in ikcp); nothing else precedes it (the
-/// initial remote window is non-zero, so no window probe either). The
-/// datagram holding the very first segment is not required: when it is
-/// lost, KCP resends it only after an RTO that doubles with each loss
-/// (3 s after four losses in the default mode), and every later datagram
-/// of the first window, dropped meanwhile, would be lost work. A session
-/// opened by a later one holds it until the first arrives. A client that
-/// keeps retransmitting into a session this side already closed reopens
-/// one only while it is still in its first window and has received
-/// nothing from this side.
-pub(crate) fn is_first_flight(data: &[u8], cfg: &KcpConfig) -> bool {
-    let mut any = false;
-    for seg in Segments::new(data) {
-        let Ok((h, _)) = seg else {
-            return false;
-        };
-        if h.cmd != CMD_PUSH || h.una.get() != cfg.initial_sn {
-            return false;
-        }
-        if h.sn.get().wrapping_sub(cfg.initial_sn) >= cfg.rcv_wnd as u32 {
-            return false;
-        }
-        any = true;
-    }
-    any
-}
-
-/// [`Commands::answers`] of one datagram.
-#[cfg(test)]
-fn is_answer(data: &[u8], told_shut: bool) -> bool {
-    commands(data).answers(told_shut)
-}
-
-/// The commands a datagram carries, one bit each: what the session layer
-/// looks for in a datagram KCP accepted, found in one walk over it.
-#[derive(Clone, Copy, Default)]
-struct Commands(u8);
-
-impl Commands {
-    fn has(self, cmd: u8) -> bool {
-        self.0 & Self::bit(cmd) != 0
-    }
-
-    fn bit(cmd: u8) -> u8 {
-        1 << (cmd.wrapping_sub(CMD_PUSH) & 7)
-    }
-
-    /// Whether the datagram answers something we sent: an ACK, a WINS after our
-    /// window probe, or, once we have announced a shut receive window
-    /// (`told_shut`), a WASK.
-    ///
-    /// A KCP peer asks for a window only when the last one it heard was zero
-    /// (its initial remote window is the default receive window, never zero;
-    /// this crate's clients also ask as a keep-alive, but only after
-    /// `keep_alive` of silence), so its WASK then says that it heard us as
-    /// plainly as a WINS does. ikcp and kcp-go ask 7 s after they heard the
-    /// window shut, this crate's clients one RTO after. This
-    /// matters for a half-open session: it hands nothing to a reader, so a
-    /// peer that sends a window's worth of data shuts it within a round trip,
-    /// and from then on sends only window probes, at most one a second from
-    /// this crate's clients (see [`probe_shut_window`]). If only a WINS
-    /// confirmed the session, each of those would confirm it only through a
-    /// three-datagram exchange (their WASK, our WINS and WASK, their WINS): at
-    /// 30% loss each way one in three, and a session could expire although
-    /// the peer was plainly there. Neither a WASK nor a WINS proves more than
-    /// that the peer speaks KCP: a blind spoofer can send either.
-    fn answers(self, told_shut: bool) -> bool {
-        self.has(CMD_ACK) || self.has(CMD_WINS) || (told_shut && self.has(CMD_WASK))
-    }
-}
-
-/// The [`Commands`] of a datagram (of its segments up to the first damaged
-/// one).
-fn commands(data: &[u8]) -> Commands {
-    Segments::new(data)
-        .map_while(Result::ok)
-        .fold(Commands(0), |set, (h, _)| {
-            Commands(set.0 | Commands::bit(h.cmd))
-        })
 }
 
 /// How a session ended, for the counters.
@@ -1004,138 +902,6 @@ impl Endpoint {
     }
 }
 
-/// A finished session stays in the demultiplexing map, acknowledging what
-/// the peer retransmits (the ACK of its last segment may have been lost),
-/// until [`linger_deadline`]. For the application and the counters it is
-/// closed now.
-fn begin_linger(sess: &mut Session, now: Instant, counters: &Counters) {
-    sess.lingering_since = Some(now);
-    let (peer, conv) = (sess.shared.peer, sess.shared.conv);
-    sess.shared.close(CloseReason::new(
-        io::ErrorKind::ConnectionAborted,
-        "session closed",
-    ));
-    Counters::add(&counters.sessions_lingering, 1);
-    Counters::add(&counters.sessions_closed, 1);
-    counters.sessions_active.fetch_sub(1, Relaxed);
-    tracing::debug!(%peer, conv, "session closed, lingering");
-}
-
-/// When a lingering session leaves: once nothing has arrived for four RTOs
-/// (at least [`LINGER_QUIET_MIN`]), so that a retransmission answered by a
-/// lost ACK is answered again, and at the latest
-/// [`SessionConfig::linger`] after it finished.
-fn linger_deadline(sess: &Session, since: Instant, cfg: &SessionConfig) -> Instant {
-    let quiet = Duration::from_millis(4 * u64::from(sess.kcp.rto())).max(LINGER_QUIET_MIN);
-    (since.max(sess.last_recv) + quiet).min(since + cfg.linger)
-}
-
-/// Asks a peer whose window is shut for it again, sooner than KCP would.
-///
-/// ikcp's own probe waits 7 s, then 10.5 s, 15.75 s …, and the peer's
-/// announcement that its window reopened is a single `WINS`: when that one
-/// datagram is lost, the transfer stalls for seconds, and at heavy loss a
-/// lost probe or answer or two outlast the idle timeout. So while the
-/// window is shut and data waits, the session asks one RTO after it shut,
-/// then twice as long after each ask, up to [`WINDOW_PROBE_MAX`]. A `WASK`
-/// is 24 bytes and every KCP implementation answers it. Returns whether a
-/// probe is due now.
-fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
-    if sess.kcp.remote_window() != 0 || sess.kcp.wait_snd() == 0 {
-        sess.window_probe_at = None;
-        sess.window_probes = 0;
-        return false;
-    }
-    let rto = Duration::from_millis(u64::from(sess.kcp.rto()));
-    let wait = |probes: u8| doubled(rto, probes).min(WINDOW_PROBE_MAX);
-    let at = *sess.window_probe_at.get_or_insert(now + wait(0));
-    if now < at {
-        return false;
-    }
-    sess.kcp.ask_window();
-    sess.window_probes = sess.window_probes.saturating_add(1);
-    sess.window_probe_at = Some(now + wait(sess.window_probes));
-    true
-}
-
-/// Repeats a client's answer to a window probe while the peer has sent no
-/// data, so that a listener still holding the session half-open hears it.
-///
-/// A client that sends a small request and waits for the reply never fills
-/// a window and never probes one, so the listener confirms it only through
-/// its own probes (at 0, 0.2, 0.6, 1.4 and 3.0 s), each of which needs the
-/// probe and its one answer to get through: at 30% loss each way about 2%
-/// of such clients were never accepted. So until the peer's first `PUSH`
-/// (a half-open listener sends none), the client sends the `WINS` that KCP
-/// answered a `WASK` with again [`WINDOW_ANSWER_REPEATS`] after it. Each
-/// received `WASK` draws at most that many more 24-byte answers (a new one
-/// restarts the schedule, it does not add to it), and the listener's side
-/// costs nothing: it sends no more probes.
-///
-/// The same repeats follow the `WINS` that tells the peer a shut receive
-/// window reopened (the reader caught up), in either role: a sender that
-/// is not ours (ikcp, kcp-go) would otherwise, when that one datagram is
-/// lost, wait for its own zero-window probe, 7 s at first. Returns whether
-/// a repeat is due now.
-fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
-    let Some(at) = next_window_answer(sess) else {
-        sess.window_asked_at = None;
-        return false;
-    };
-    if now < at {
-        return false;
-    }
-    sess.kcp.tell_window();
-    sess.window_answers_repeated += 1;
-    true
-}
-
-/// When a client repeats its answer to a window probe next (see
-/// [`repeat_window_answer`]), if it does.
-fn next_window_answer(sess: &Session) -> Option<Instant> {
-    let asked = sess.window_asked_at?;
-    let after = WINDOW_ANSWER_REPEATS.get(usize::from(sess.window_answers_repeated))?;
-    Some(asked + *after)
-}
-
-/// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]
-/// after the first one, then twice as long after each repeat.
-fn next_half_open_probe(sess: &Session) -> Instant {
-    sess.last_probe + doubled(HALF_OPEN_PROBE, sess.half_open_probes)
-}
-
-/// `base` doubled `times` times (at most 16: the probes' backoff).
-fn doubled(base: Duration, times: u8) -> Duration {
-    base * (1u32 << times.min(16))
-}
-
-/// After how much silence a session probes its peer. The connecting side
-/// probes at [`SessionConfig::keep_alive`]; a listener's session answers
-/// those probes and probes itself only halfway between `keep_alive` and
-/// `idle_timeout` (at most `2 × keep_alive`), for peers that send no
-/// keep-alive of their own (ikcp, kcp-go). Between two of our own ends,
-/// only the client's probes travel, which halves an idle listener's
-/// traffic.
-fn keep_alive(cfg: &SessionConfig, role: Role) -> Option<Duration> {
-    let k = cfg.keep_alive?;
-    Some(match role {
-        Role::Client => k,
-        Role::Server => (k * 2).min((k + cfg.idle_timeout) / 2).max(k),
-    })
-}
-
-/// When a session probes next: `k` after the last datagram heard, or, while
-/// a probe is unanswered (lost, or its answer was), `keep_alive / 5` after
-/// it, so that a long keep-alive still gets several tries before
-/// `idle_timeout`.
-fn next_probe(sess: &Session, k: Duration, cfg: &SessionConfig) -> Instant {
-    if sess.last_probe > sess.last_recv {
-        sess.last_probe + cfg.keep_alive.unwrap_or(k) / 5
-    } else {
-        sess.last_recv + k
-    }
-}
-
 const REFUSED: &str = "the peer's host reports its port closed (ICMP port unreachable)";
 
 fn dead_link(cfg: &SessionConfig) -> CloseReason {
@@ -1153,7 +919,7 @@ fn dead_link(cfg: &SessionConfig) -> CloseReason {
 struct Fed {
     /// The datagram was accepted (by KCP, or with FEC by the decoder).
     alive: bool,
-    /// It answered something we sent (see [`Commands::answers`]; only
+    /// It answered something we sent (see [`Commands::answers`](super::peek::Commands::answers); only
     /// looked for while unconfirmed).
     answered: bool,
     /// A client that has heard no data yet: it carried a window probe
@@ -1312,123 +1078,4 @@ fn pump_reads(sess: &mut Session) -> bool {
         }
     }
     delivered && was_waiting
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::Header;
-    use crate::sequence::{Seq, Timestamp};
-
-    fn seg(cmd: u8, sn: u32, una: u32) -> Vec<u8> {
-        let h = Header {
-            conv: 9,
-            cmd,
-            frg: 0,
-            wnd: 128,
-            ts: Timestamp::new(0),
-            sn: Seq::new(sn),
-            una: Seq::new(una),
-            len: 0,
-        };
-        let mut b = vec![0; OVERHEAD];
-        h.emit(&mut b);
-        b
-    }
-
-    #[test]
-    fn first_flight_rules() {
-        let cfg = KcpConfig::default();
-        assert!(is_first_flight(&seg(CMD_PUSH, 0, 0), &cfg));
-        let mut two = seg(CMD_PUSH, 1, 0);
-        two.extend(seg(CMD_PUSH, 0, 0));
-        assert!(is_first_flight(&two, &cfg));
-        // A later segment of the first window (the first one was lost).
-        assert!(is_first_flight(&seg(CMD_PUSH, 1, 0), &cfg));
-        assert!(is_first_flight(&seg(CMD_PUSH, 127, 0), &cfg));
-        // Beyond the first window, data already received, not data, too far.
-        assert!(!is_first_flight(&seg(CMD_PUSH, 128, 0), &cfg));
-        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 3), &cfg));
-        assert!(!is_first_flight(&seg(CMD_ACK, 0, 0), &cfg));
-        assert!(!is_first_flight(
-            &seg(crate::constants::CMD_WASK, 0, 0),
-            &cfg
-        ));
-        let mut far = seg(CMD_PUSH, 0, 0);
-        far.extend(seg(CMD_PUSH, 500, 0));
-        assert!(!is_first_flight(&far, &cfg));
-        // Truncated, garbage.
-        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 0)[..20], &cfg));
-        assert!(!is_first_flight(&[0xff; 64], &cfg));
-        // Initial sn other than 0.
-        let cfg = KcpConfig {
-            initial_sn: u32::MAX - 1,
-            ..cfg
-        };
-        assert!(is_first_flight(
-            &seg(CMD_PUSH, u32::MAX - 1, u32::MAX - 1),
-            &cfg
-        ));
-        assert!(!is_first_flight(&seg(CMD_PUSH, 0, 0), &cfg));
-    }
-
-    /// `Kcp::ask_window` (added for the keep-alive) sends a WASK at the
-    /// next flush, and the peer answers with WINS at once.
-    #[test]
-    fn ask_window_is_answered_with_wins() {
-        let cfg = KcpConfig::fast();
-        let mut a = Kcp::with_config(9, Outbox::default(), cfg).unwrap();
-        let mut b = Kcp::with_config(9, Outbox::default(), cfg).unwrap();
-        a.update(0);
-        b.update(0);
-        assert!(a.check(5) > 1000, "idle before the probe");
-        a.ask_window();
-        assert_eq!(a.check(5), 20, "the probe leaves at the next tick");
-        a.update(20);
-        let out = std::mem::take(a.output_mut());
-        assert_eq!(out.lens.len(), 1);
-        let wask = Segments::new(&out.buf).next().unwrap().unwrap().0;
-        assert_eq!(wask.cmd, crate::constants::CMD_WASK);
-        b.input(&out.buf).unwrap();
-        assert_eq!(b.check(21), 21, "the answer is due at once");
-        b.update(21);
-        assert!(is_answer(&b.output().buf, false));
-    }
-
-    #[test]
-    fn a_listener_probes_later_than_its_clients() {
-        let s = Duration::from_secs;
-        let cfg = SessionConfig::default();
-        assert_eq!(keep_alive(&cfg, Role::Client), Some(s(20)));
-        assert_eq!(keep_alive(&cfg, Role::Server), Some(s(25)));
-        let quick = SessionConfig {
-            keep_alive: Some(Duration::from_millis(300)),
-            idle_timeout: Duration::from_millis(1500),
-            ..cfg.clone()
-        };
-        assert_eq!(
-            keep_alive(&quick, Role::Server),
-            Some(Duration::from_millis(600))
-        );
-        let off = SessionConfig {
-            keep_alive: None,
-            ..cfg
-        };
-        assert_eq!(keep_alive(&off, Role::Server), None);
-    }
-
-    #[test]
-    fn answers_are_acks_and_window_reports() {
-        for told_shut in [false, true] {
-            assert!(is_answer(&seg(CMD_ACK, 0, 0), told_shut));
-            assert!(is_answer(&seg(CMD_WINS, 0, 0), told_shut));
-            assert!(!is_answer(&seg(CMD_PUSH, 0, 0), told_shut));
-        }
-        // A window probe answers only a shut window we announced.
-        assert!(!is_answer(&seg(CMD_WASK, 0, 0), false));
-        assert!(is_answer(&seg(CMD_WASK, 0, 0), true));
-        let mut push_then_ask = seg(CMD_PUSH, 3, 0);
-        push_then_ask.extend(seg(CMD_WASK, 0, 0));
-        assert!(is_answer(&push_then_ask, true));
-    }
 }

@@ -68,6 +68,8 @@ mod endpoint;
 #[cfg(feature = "fec")]
 mod fec;
 mod listener;
+mod peek;
+mod probes;
 mod session;
 mod stats;
 mod stream;
