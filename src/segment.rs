@@ -3,7 +3,7 @@
 use crate::sequence::{Seq, Timestamp};
 
 /// Metadata of one segment. The payload lives in a block of the session's
-/// [`Pool`](crate::storage::Pool); this struct stays at 32 bytes so that two
+/// payload pool ([`SendPool`](crate::storage::SendPool) or [`RecvPool`](crate::storage::RecvPool)); this struct stays at 32 bytes so that two
 /// fit in a cache line and the flush loop, which reads every in-flight
 /// segment, touches little memory. Fields the flush loop reads first come
 /// first.

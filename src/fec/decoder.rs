@@ -97,7 +97,7 @@ const FREE: Group = Group {
 /// end with empty data packets (size field 2), and only such groups have
 /// them: a KCP datagram is never empty, so kcp-go never sends one. Each
 /// empty packet names the position of its group's first empty packet
-/// ([`EMPTY_MARK`](super::framing::EMPTY_MARK)), and they are all the same
+/// ([`EMPTY_MARK`]), and they are all the same
 /// shard, so the first one to arrive lets the decoder hold every empty
 /// position of the group before the others arrive (from an empty packet
 /// without the mark, sent by an older version, the positions after it). On

@@ -131,7 +131,7 @@ impl FecEncoder {
     /// the number of empty packets (0 when no group is open).
     ///
     /// An empty data packet is 24 bytes: header, size field 2,
-    /// [`EMPTY_MARK`](super::framing::EMPTY_MARK) and the position of the
+    /// [`EMPTY_MARK`] and the position of the
     /// group's first empty packet, then zeros up to the length of a KCP
     /// header. Every empty packet of a group is the same shard, so a decoder
     /// that receives any one of them holds them all. kcp-go drops datagrams

@@ -1,6 +1,6 @@
 //! The socket task: one per UDP socket. It reads datagrams, demultiplexes
 //! them by `(peer address, conv)` into sessions, drives every session's
-//! [`Kcp`](crate::Kcp) at the deadlines it names (one tokio timer per
+//! [`Kcp`] at the deadlines it names (one tokio timer per
 //! task, see [`Deadlines`]), and moves bytes between the
 //! sessions and their stream handles.
 //!
