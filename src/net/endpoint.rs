@@ -205,7 +205,6 @@ enum Ending {
 pub(crate) struct Endpoint {
     io: UdpIo,
     cfg: Arc<SessionConfig>,
-    epoch: Instant,
     /// By the task's own session ids (not from the network: a cheap hash).
     sessions: HashMap<u64, Session, BuildHasherDefault<IdHasher>>,
     by_key: HashMap<(SocketAddr, u32), u64>,
@@ -235,15 +234,13 @@ impl Endpoint {
         // A datagram longer than the MTU is not KCP's (see
         // `UdpIo::recv_batch`).
         let rx = io.recv_batch(cfg.kcp.mtu as usize);
-        let epoch = Instant::now();
         Endpoint {
             io,
             cfg: Arc::new(cfg),
-            epoch,
             sessions: HashMap::default(),
             by_key: HashMap::new(),
             per_ip: HashMap::new(),
-            timers: Deadlines::new(epoch),
+            timers: Deadlines::new(Instant::now()),
             cmd_rx,
             cmd_tx,
             accept_tx,
@@ -264,7 +261,7 @@ impl Endpoint {
 
     fn ms(&self, t: Instant) -> u32 {
         // Truncation is the intended wrap-around of KCP's clock.
-        t.saturating_duration_since(self.epoch).as_millis() as u32
+        self.timers.now_ms(t) as u32
     }
 
     fn listening(&self) -> bool {
@@ -434,11 +431,11 @@ impl Endpoint {
         }
         if fed.pushed {
             sess.heard_data = true;
-            sess.window_asked_at = None;
+            sess.window_told_at = None;
         } else if fed.asked {
             // Repeats restart from this probe: at most
             // `WINDOW_ANSWER_REPEATS.len()` more answers for each one.
-            sess.window_asked_at = Some(now);
+            sess.window_told_at = Some(now);
             sess.window_answers_repeated = 0;
         }
         self.mark_dirty(id);
@@ -570,7 +567,7 @@ impl Endpoint {
             confirmed: false,
             told_shut: false,
             heard_data: false,
-            window_asked_at: None,
+            window_told_at: None,
             window_answers_repeated: 0,
             dirty: false,
             input_pending: false,
@@ -787,7 +784,7 @@ impl Endpoint {
             // at this flush. If that is lost, a peer that is not ours (ikcp,
             // kcp-go) waits for its own probe, 7 s at first; so the answer
             // is repeated as a client's is, until the peer's data arrives.
-            sess.window_asked_at = Some(now);
+            sess.window_told_at = Some(now);
             sess.window_answers_repeated = 0;
         }
         // The reader made room in a shut window (or the peer asked): KCP
@@ -915,12 +912,12 @@ fn dead_link(cfg: &SessionConfig) -> CloseReason {
 }
 
 /// What feeding a wire datagram to a session did.
-#[derive(Default)]
 struct Fed {
     /// The datagram was accepted (by KCP, or with FEC by the decoder).
     alive: bool,
-    /// It answered something we sent (see [`Commands::answers`](super::peek::Commands::answers); only
-    /// looked for while unconfirmed).
+    /// It answered something we sent (see
+    /// [`Commands::answers`](super::peek::Commands::answers); only looked
+    /// for while unconfirmed).
     answered: bool,
     /// A client that has heard no data yet: it carried a window probe
     /// (`WASK`). See [`repeat_window_answer`].
@@ -928,36 +925,50 @@ struct Fed {
     /// It carried data (`PUSH`), looked for while window answers may be
     /// repeated.
     pushed: bool,
+    /// What to look for, from the session's state before the datagram:
+    /// unconfirmed (`look`, with `told_shut`), a client that heard no data
+    /// yet (`waiting`), a window answer being repeated (`repeating`).
+    look: bool,
+    told_shut: bool,
+    waiting: bool,
+    repeating: bool,
 }
 
 impl Fed {
-    /// Adds what an accepted KCP datagram says, for a session still
-    /// unconfirmed (`look`), a client that heard no data yet (`waiting`)
-    /// or one repeating a window answer (`repeating`); otherwise it is not
-    /// parsed again.
-    fn note(&mut self, d: &[u8], look: bool, told_shut: bool, waiting: bool, repeating: bool) {
+    fn watching(sess: &Session) -> Fed {
+        Fed {
+            alive: false,
+            answered: false,
+            asked: false,
+            pushed: false,
+            look: !sess.confirmed,
+            told_shut: sess.told_shut,
+            waiting: sess.role == Role::Client && !sess.heard_data,
+            repeating: sess.window_told_at.is_some(),
+        }
+    }
+
+    /// Adds what an accepted KCP datagram says, when the session looks for
+    /// anything; otherwise it is not parsed again.
+    fn note(&mut self, d: &[u8]) {
         self.alive = true;
-        if !(look || waiting || repeating) {
+        if !(self.look || self.waiting || self.repeating) {
             return;
         }
         let cmds = commands(d);
-        self.answered |= look && cmds.answers(told_shut);
-        self.asked |= waiting && cmds.has(CMD_WASK);
-        self.pushed |= (waiting || repeating) && cmds.has(CMD_PUSH);
+        self.answered |= self.look && cmds.answers(self.told_shut);
+        self.asked |= self.waiting && cmds.has(CMD_WASK);
+        self.pushed |= (self.waiting || self.repeating) && cmds.has(CMD_PUSH);
     }
 }
 
 /// Hands a wire datagram to a session: straight to `Kcp::input`, or with
 /// FEC through the decoder, which may yield several KCP datagrams.
 fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fed {
-    let look = !sess.confirmed;
-    let told_shut = sess.told_shut;
-    let waiting = sess.role == Role::Client && !sess.heard_data;
-    let repeating = sess.window_asked_at.is_some();
+    let mut fed = Fed::watching(sess);
     // Updates happen only at `check` deadlines: without this, an ACK is
     // timed against the last update and the RTT reads near zero.
     sess.kcp.set_clock(now_ms);
-    let mut fed = Fed::default();
     #[cfg(feature = "fec")]
     if let Some(fec) = sess.fec.as_mut() {
         let kcp = &mut sess.kcp;
@@ -967,7 +978,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
                 return; // padding of an empty data shard
             }
             match kcp.input(d) {
-                Ok(()) => fed.note(d, look, told_shut, waiting, repeating),
+                Ok(()) => fed.note(d),
                 Err(_) => refused += 1,
             }
         });
@@ -977,7 +988,7 @@ fn feed(sess: &mut Session, data: &[u8], now_ms: u32, counters: &Counters) -> Fe
     }
     let _ = (now_ms, counters);
     if sess.kcp.input(data).is_ok() {
-        fed.note(data, look, told_shut, waiting, repeating);
+        fed.note(data);
     }
     fed
 }

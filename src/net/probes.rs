@@ -23,17 +23,17 @@ pub(super) const HALF_OPEN_PROBE: Duration = Duration::from_millis(200);
 /// When a window answer (`WINS`) is repeated, after the probe arrived (a
 /// client before the peer's first data) or the window reopened, until the
 /// peer's next data (see [`repeat_window_answer`]).
-pub(super) const WINDOW_ANSWER_REPEATS: [Duration; 2] =
+const WINDOW_ANSWER_REPEATS: [Duration; 2] =
     [Duration::from_millis(100), Duration::from_millis(300)];
 
 /// The longest wait between two asks for a shut window (see
 /// `probe_shut_window`): a peer whose application stopped reading costs a
 /// 24-byte probe a second at most.
-pub(super) const WINDOW_PROBE_MAX: Duration = Duration::from_secs(1);
+const WINDOW_PROBE_MAX: Duration = Duration::from_secs(1);
 
 /// A lingering session leaves once nothing has arrived for four RTOs, but
 /// not sooner than this after the last datagram (or after it finished).
-pub(super) const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
+const LINGER_QUIET_MIN: Duration = Duration::from_millis(500);
 
 /// A finished session stays in the demultiplexing map, acknowledging what
 /// the peer retransmits (the ACK of its last segment may have been lost),
@@ -110,7 +110,7 @@ pub(super) fn probe_shut_window(sess: &mut Session, now: Instant) -> bool {
 /// a repeat is due now.
 pub(super) fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
     let Some(at) = next_window_answer(sess) else {
-        sess.window_asked_at = None;
+        sess.window_told_at = None;
         return false;
     };
     if now < at {
@@ -124,9 +124,9 @@ pub(super) fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
 /// When a client repeats its answer to a window probe next (see
 /// [`repeat_window_answer`]), if it does.
 pub(super) fn next_window_answer(sess: &Session) -> Option<Instant> {
-    let asked = sess.window_asked_at?;
+    let told = sess.window_told_at?;
     let after = WINDOW_ANSWER_REPEATS.get(usize::from(sess.window_answers_repeated))?;
-    Some(asked + *after)
+    Some(told + *after)
 }
 
 /// When a half-open session repeats its window probe: [`HALF_OPEN_PROBE`]

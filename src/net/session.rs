@@ -197,17 +197,18 @@ pub(crate) struct Session {
     pub confirmed: bool,
     /// Unconfirmed, and has sent datagrams announcing a zero receive
     /// window: the peer's window probes now count as answers (see
-    /// `endpoint::Commands::answers`).
+    /// `peek::Commands::answers`).
     pub told_shut: bool,
     /// Client only: a `PUSH` from the peer arrived (it has accepted us,
     /// or never needed to). Until then its window probes may be a
     /// half-open listener's, and each answer is repeated.
     pub heard_data: bool,
-    /// When the last window probe (WASK) arrived at a client before
-    /// `heard_data`, or the reader reopened a shut receive window: while
-    /// repeats of the window answer are still due (until the peer's next
-    /// data), and how many were sent (see `endpoint::repeat_window_answer`).
-    pub window_asked_at: Option<Instant>,
+    /// When our window answer (`WINS`) that may need repeating went out:
+    /// a client's, before `heard_data`, to a window probe (`WASK`), or the
+    /// one announcing that the reader reopened a shut receive window; set
+    /// while repeats are still due (until the peer's next data), with how
+    /// many were sent (see `probes::repeat_window_answer`).
+    pub window_told_at: Option<Instant>,
     pub window_answers_repeated: u8,
     /// In the task's dirty list.
     pub dirty: bool,
