@@ -11,8 +11,9 @@
 //! - **receive**: `recvmmsg` fills up to [`RX_SLOTS`] buffers per call, and
 //!   with UDP GRO each buffer may hold many datagrams of one sender, each
 //!   `stride` bytes long but the last. Of the per-datagram control messages
-//!   `quinn-udp` asks the kernel for, the TOS byte (ECN, which KCP does not
-//!   use) is switched off again on Linux (see [`skip_tos`]).
+//!   `quinn-udp` asks the kernel for, those KCP never reads (TOS byte,
+//!   timestamp, destination address) are switched off again on Linux (see
+//!   [`skip_unread_control_messages`]).
 //!
 //! Without the feature, one `sendto`/`recvfrom` per datagram.
 //!
@@ -167,7 +168,7 @@ impl UdpIo {
         #[cfg(feature = "batch-io")]
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
-        skip_tos(&socket, addr.is_ipv6());
+        skip_unread_control_messages(&socket, addr.is_ipv6());
         let local = socket.local_addr()?;
         Ok(UdpIo {
             socket,
@@ -371,27 +372,46 @@ fn gso_run(lens: &[usize], max: usize) -> (usize, usize) {
     (n, bytes)
 }
 
-/// `quinn-udp` asks the kernel for every datagram's TOS byte (for ECN),
-/// which nothing here reads: one more control message per datagram for the
-/// kernel to write and `quinn-udp` to parse, and the one that no longer fits
-/// `quinn-udp`'s control buffer beside a GRO segment size (the kernel then
-/// flags the receive `MSG_CTRUNC`). Switched off again after
-/// `UdpSocketState::new`: about 0.2 µs less CPU per 64-byte ping-pong round
-/// trip (16.4 → 16.2 µs, medians of 12 alternating runs). Failure only costs
-/// that, so it is logged, not returned.
+/// `quinn-udp` asks the kernel for control messages nothing here reads:
+/// each is one more thing for the kernel to build per datagram and for
+/// `quinn-udp` to parse, on the path of every round trip. Switched off
+/// again after `UdpSocketState::new` (we send from the bound address and
+/// never ask which one a datagram came to):
+/// - the TOS byte / traffic class (`IP_RECVTOS`, `IPV6_RECVTCLASS`, for
+///   ECN, which KCP does not use). It is also the one that no longer fits
+///   `quinn-udp`'s control buffer beside a GRO segment size (the kernel
+///   then flags the receive `MSG_CTRUNC`). About 0.2 µs less CPU per 64-byte
+///   ping-pong round trip (16.4 → 16.2 µs, medians of 12 alternating runs);
+/// - the receive timestamp (`SO_TIMESTAMPNS`) and the destination address
+///   (`IP_PKTINFO`, `IPV6_RECVPKTINFO`): ping-pong p50 14.9–15.0 → 14.5–14.7
+///   µs (five alternating runs of 20,000 round trips each; half of it from
+///   either). `SO_TIMESTAMPNS` is worth it twice: while any socket on the
+///   host asks for timestamps, the kernel stamps every packet it receives.
+///
+/// Failure only costs that, so it is logged, not returned.
 #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
-fn skip_tos(socket: &UdpSocket, ipv6: bool) {
+fn skip_unread_control_messages(socket: &UdpSocket, ipv6: bool) {
+    use nix::sys::socket::{setsockopt, sockopt};
     let s = socket2::SockRef::from(socket);
     // An IPv6 socket gets the traffic class, and the TOS byte of IPv4
     // datagrams too unless it is v6-only (which refuses `IP_RECVTOS`).
-    let r = if ipv6 {
+    let tos = if ipv6 {
         let _ = s.set_recv_tos(false);
         s.set_recv_tclass_v6(false)
     } else {
         s.set_recv_tos(false)
     };
-    if let Err(e) = r {
+    let pktinfo = if ipv6 {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &false)
+    } else {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &false)
+    };
+    let stamp = setsockopt(socket, sockopt::ReceiveTimestampns, &false);
+    if let Err(e) = tos {
         tracing::debug!(error = %e, "could not switch off IP_RECVTOS / IPV6_RECVTCLASS");
+    }
+    if let Err(e) = pktinfo.and(stamp) {
+        tracing::debug!(error = %e, "could not switch off IP_PKTINFO / SO_TIMESTAMPNS");
     }
 }
 
@@ -441,22 +461,40 @@ mod tests {
         assert_eq!(b.count(), 5);
     }
 
-    /// The TOS byte is not asked for (see `skip_tos`), and GRO still is: a
-    /// GSO batch of three datagrams arrives as three datagrams.
+    /// The TOS byte, timestamp and destination address are not asked for
+    /// (see `skip_unread_control_messages`), and GRO still is: a GSO batch
+    /// of three datagrams arrives as three datagrams.
     #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
     #[tokio::test]
     async fn receives_without_tos_and_still_splits_coalesced_datagrams() {
         let cfg = SessionConfig::default();
         let a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
         let b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        use nix::sys::socket::{getsockopt, sockopt};
         for io in [&a, &b] {
             let s = socket2::SockRef::from(&io.socket);
             assert!(!s.recv_tos().unwrap(), "IP_RECVTOS still on");
+            assert!(
+                !getsockopt(&io.socket, sockopt::Ipv4PacketInfo).unwrap(),
+                "IP_PKTINFO still on"
+            );
+            assert!(
+                !getsockopt(&io.socket, sockopt::ReceiveTimestampns).unwrap(),
+                "SO_TIMESTAMPNS still on"
+            );
         }
         let v6 = UdpIo::bind("[::1]:0".parse().unwrap(), &cfg);
         if let Ok(v6) = v6 {
             let s = socket2::SockRef::from(&v6.socket);
             assert!(!s.recv_tclass_v6().unwrap(), "IPV6_RECVTCLASS still on");
+            assert!(
+                !getsockopt(&v6.socket, sockopt::Ipv6RecvPacketInfo).unwrap(),
+                "IPV6_RECVPKTINFO still on"
+            );
+            assert!(
+                !getsockopt(&v6.socket, sockopt::ReceiveTimestampns).unwrap(),
+                "SO_TIMESTAMPNS still on"
+            );
         }
         a.ready().await.unwrap();
         b.ready().await.unwrap();
