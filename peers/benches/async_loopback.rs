@@ -25,7 +25,8 @@
 //! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
 //! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
 //! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
-//! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal).
+//! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal, then
+//! the shares of round trips over 17, 20 and 25 µs).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -738,7 +739,21 @@ fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<Pin
     if std::env::var_os("ASYNC_BENCH_DIST").is_some() {
         let ps = [0.10, 0.50, 0.80, 0.90, 0.95, 0.97, 0.98, 0.99, 0.995];
         let v: Vec<String> = ps.iter().map(|&p| format!("{:.1}", pct(p))).collect();
-        eprintln!("dist {} ({}): {}", case.name, case.settings, v.join(" "));
+        // The tail as shares rather than one quantile: the p99 jumps when
+        // the share above a few µs more than the body crosses 1%.
+        let share =
+            |t: f64| samples.iter().filter(|d| us(**d) > t).count() as f64 / samples.len() as f64;
+        let over: Vec<String> = [17.0, 20.0, 25.0]
+            .iter()
+            .map(|&t| format!(">{t}: {:.2}%", 100.0 * share(t)))
+            .collect();
+        eprintln!(
+            "dist {} ({}): {} | {}",
+            case.name,
+            case.settings,
+            v.join(" "),
+            over.join(" ")
+        );
     }
     Ok(PingPong {
         round_trips: samples.len(),
