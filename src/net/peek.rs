@@ -132,10 +132,7 @@ mod tests {
         assert!(!is_first_flight(&seg(CMD_PUSH, 128, 0), &cfg));
         assert!(!is_first_flight(&seg(CMD_PUSH, 0, 3), &cfg));
         assert!(!is_first_flight(&seg(CMD_ACK, 0, 0), &cfg));
-        assert!(!is_first_flight(
-            &seg(crate::constants::CMD_WASK, 0, 0),
-            &cfg
-        ));
+        assert!(!is_first_flight(&seg(CMD_WASK, 0, 0), &cfg));
         let mut far = seg(CMD_PUSH, 0, 0);
         far.extend(seg(CMD_PUSH, 500, 0));
         assert!(!is_first_flight(&far, &cfg));
@@ -170,7 +167,7 @@ mod tests {
         let out = std::mem::take(a.output_mut());
         assert_eq!(out.lens.len(), 1);
         let wask = Segments::new(&out.buf).next().unwrap().unwrap().0;
-        assert_eq!(wask.cmd, crate::constants::CMD_WASK);
+        assert_eq!(wask.cmd, CMD_WASK);
         b.input(&out.buf).unwrap();
         assert_eq!(b.check(21), 21, "the answer is due at once");
         b.update(21);

@@ -121,7 +121,7 @@ pub(super) fn repeat_window_answer(sess: &mut Session, now: Instant) -> bool {
     true
 }
 
-/// When a client repeats its answer to a window probe next (see
+/// When the session repeats its window answer next (see
 /// [`repeat_window_answer`]), if it does.
 pub(super) fn next_window_answer(sess: &Session) -> Option<Instant> {
     let told = sess.window_told_at?;
@@ -136,7 +136,7 @@ pub(super) fn next_half_open_probe(sess: &Session) -> Instant {
 }
 
 /// `base` doubled `times` times (at most 16: the probes' backoff).
-pub(super) fn doubled(base: Duration, times: u8) -> Duration {
+fn doubled(base: Duration, times: u8) -> Duration {
     base * (1u32 << times.min(16))
 }
 

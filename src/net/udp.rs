@@ -467,10 +467,10 @@ mod tests {
     #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
     #[tokio::test]
     async fn receives_without_tos_and_still_splits_coalesced_datagrams() {
+        use nix::sys::socket::{getsockopt, sockopt};
         let cfg = SessionConfig::default();
         let a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
         let b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
-        use nix::sys::socket::{getsockopt, sockopt};
         for io in [&a, &b] {
             let s = socket2::SockRef::from(&io.socket);
             assert!(!s.recv_tos().unwrap(), "IP_RECVTOS still on");
