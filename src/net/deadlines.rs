@@ -3,7 +3,10 @@
 //!
 //! The sessions' deadlines sit in an ordered set of `(deadline, session)`;
 //! only the earliest is registered with tokio's timer wheel, as one
-//! [`Sleep`] that is reset when the earliest changes. Filing costs
+//! [`Sleep`]. It is reset when the earliest moves earlier, or when it
+//! fires; an earliest that moves later keeps the sleep where it is (one
+//! wake-up for nothing, later, instead of a re-registration now: a busy
+//! session moves its deadline later on almost every drive). Filing costs
 //! O(log n) and an idle session costs nothing between its deadlines.
 //!
 //! Deadlines are whole milliseconds since the task's epoch, rounded up
@@ -99,7 +102,13 @@ impl Deadlines {
             return Poll::Pending;
         };
         if at > now {
-            if self.armed != Some(at) {
+            // A sleep armed earlier than `at` and not yet due is kept: it
+            // wakes the task once for nothing, where moving it would cost a
+            // timer re-registration on every drive that moves the earliest
+            // deadline later (twice per round trip in a ping-pong). One
+            // that has fired is reset, so it is never taken for `at`'s.
+            let early = self.armed.is_some_and(|a| a > now && a < at) && !self.sleep.is_elapsed();
+            if !early && self.armed != Some(at) {
                 self.sleep
                     .as_mut()
                     .reset(self.epoch + Duration::from_millis(at));
@@ -219,6 +228,38 @@ mod tests {
         assert_eq!(d.deadline_ms(at(1_001)), 2);
         assert_eq!(d.now_ms(at(1_999)), 1);
         assert_eq!(d.now_ms(epoch - Duration::from_millis(5)), 0);
+    }
+
+    /// A deadline moved later keeps the earlier sleep (no re-registration),
+    /// and that sleep's firing does not expire the session before its time.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_later_keeps_the_sleep_and_is_not_early() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(t0);
+        let mut cx = noop_cx();
+        d.file(1, None, 50);
+        assert_eq!(d.poll_expired(0, &mut cx), Poll::Pending);
+        d.file(1, Some(50), 200);
+        assert_eq!(d.poll_expired(0, &mut cx), Poll::Pending);
+        assert_eq!(d.armed, Some(50), "moved later: the sleep stays");
+        let mut polls = 0;
+        let id = std::future::poll_fn(|cx| {
+            polls += 1;
+            let now = d.now_ms(Instant::now());
+            d.poll_expired(now, cx)
+        })
+        .await;
+        assert_eq!(id, 1);
+        assert!(Instant::now() >= t0 + Duration::from_millis(200));
+        assert_eq!(d.armed, Some(200));
+        // The first poll, the wake-up at 50 ms for nothing, the one at 200.
+        assert_eq!(polls, 3);
+        // Moved earlier, the sleep follows at once.
+        d.file(2, None, 400);
+        assert_eq!(d.poll_expired(200, &mut cx), Poll::Pending);
+        d.file(2, Some(400), 300);
+        assert_eq!(d.poll_expired(200, &mut cx), Poll::Pending);
+        assert_eq!(d.armed, Some(300));
     }
 
     #[tokio::test]
