@@ -4,9 +4,10 @@
 //! The sessions' deadlines sit in an ordered set of `(deadline, session)`;
 //! only the earliest is registered with tokio's timer wheel, as one
 //! [`Sleep`]. It is reset when the earliest moves earlier, or when it
-//! fires; an earliest that moves later keeps the sleep where it is (one
-//! wake-up for nothing, later, instead of a re-registration now: a busy
-//! session moves its deadline later on almost every drive). Filing costs
+//! fires; an earliest that moves later keeps the sleep where it is: one
+//! wake-up for nothing, later, instead of a timer re-registration each time
+//! a busy session's deadline moves later and back (its idle deadline, then
+//! its next resend time, on every round trip). Filing costs
 //! O(log n) and an idle session costs nothing between its deadlines.
 //!
 //! Deadlines are whole milliseconds since the task's epoch, rounded up
@@ -103,10 +104,12 @@ impl Deadlines {
         };
         if at > now {
             // A sleep armed earlier than `at` and not yet due is kept: it
-            // wakes the task once for nothing, where moving it would cost a
-            // timer re-registration on every drive that moves the earliest
-            // deadline later (twice per round trip in a ping-pong). One
-            // that has fired is reset, so it is never taken for `at`'s.
+            // wakes the task once for nothing. Moved later, it would have to
+            // move back when the next deadline is earlier again, and tokio
+            // re-registers a sleep moved earlier: in a ping-pong a session
+            // goes from its resend time to its idle deadline and back on
+            // every round trip. One that has fired is reset, so it is never
+            // taken for `at`'s.
             let early = self.armed.is_some_and(|a| a > now && a < at) && !self.sleep.is_elapsed();
             if !early && self.armed != Some(at) {
                 self.sleep
