@@ -110,8 +110,10 @@ impl Deadlines {
             // goes from its resend time to its idle deadline and back on
             // every round trip. One that has fired is reset, so it is never
             // taken for `at`'s.
-            let early = self.armed.is_some_and(|a| a > now && a < at) && !self.sleep.is_elapsed();
-            if !early && self.armed != Some(at) {
+            let keep = self
+                .armed
+                .is_some_and(|a| a == at || (now < a && a < at && !self.sleep.is_elapsed()));
+            if !keep {
                 self.sleep
                     .as_mut()
                     .reset(self.epoch + Duration::from_millis(at));

@@ -395,16 +395,17 @@ fn skip_unread_control_messages(socket: &UdpSocket, ipv6: bool) {
     let s = socket2::SockRef::from(socket);
     // An IPv6 socket gets the traffic class, and the TOS byte of IPv4
     // datagrams too unless it is v6-only (which refuses `IP_RECVTOS`).
-    let tos = if ipv6 {
+    let (tos, pktinfo) = if ipv6 {
         let _ = s.set_recv_tos(false);
-        s.set_recv_tclass_v6(false)
+        (
+            s.set_recv_tclass_v6(false),
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &false),
+        )
     } else {
-        s.set_recv_tos(false)
-    };
-    let pktinfo = if ipv6 {
-        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &false)
-    } else {
-        setsockopt(socket, sockopt::Ipv4PacketInfo, &false)
+        (
+            s.set_recv_tos(false),
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &false),
+        )
     };
     let stamp = setsockopt(socket, sockopt::ReceiveTimestampns, &false);
     if let Err(e) = tos {
@@ -461,40 +462,45 @@ mod tests {
         assert_eq!(b.count(), 5);
     }
 
+    /// The options `skip_unread_control_messages` switches off are off.
+    #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
+    fn assert_unread_control_messages_off(socket: &UdpSocket, ipv6: bool) {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let s = socket2::SockRef::from(socket);
+        if ipv6 {
+            assert!(!s.recv_tclass_v6().unwrap(), "IPV6_RECVTCLASS still on");
+            assert!(
+                !getsockopt(socket, sockopt::Ipv6RecvPacketInfo).unwrap(),
+                "IPV6_RECVPKTINFO still on"
+            );
+        } else {
+            assert!(!s.recv_tos().unwrap(), "IP_RECVTOS still on");
+            assert!(
+                !getsockopt(socket, sockopt::Ipv4PacketInfo).unwrap(),
+                "IP_PKTINFO still on"
+            );
+        }
+        assert!(
+            !getsockopt(socket, sockopt::ReceiveTimestampns).unwrap(),
+            "SO_TIMESTAMPNS still on"
+        );
+    }
+
     /// The TOS byte, timestamp and destination address are not asked for
     /// (see `skip_unread_control_messages`), and GRO still is: a GSO batch
     /// of three datagrams arrives as three datagrams.
     #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
     #[tokio::test]
     async fn receives_without_tos_and_still_splits_coalesced_datagrams() {
-        use nix::sys::socket::{getsockopt, sockopt};
         let cfg = SessionConfig::default();
         let a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
         let b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
         for io in [&a, &b] {
-            let s = socket2::SockRef::from(&io.socket);
-            assert!(!s.recv_tos().unwrap(), "IP_RECVTOS still on");
-            assert!(
-                !getsockopt(&io.socket, sockopt::Ipv4PacketInfo).unwrap(),
-                "IP_PKTINFO still on"
-            );
-            assert!(
-                !getsockopt(&io.socket, sockopt::ReceiveTimestampns).unwrap(),
-                "SO_TIMESTAMPNS still on"
-            );
+            assert_unread_control_messages_off(&io.socket, false);
         }
         let v6 = UdpIo::bind("[::1]:0".parse().unwrap(), &cfg);
         if let Ok(v6) = v6 {
-            let s = socket2::SockRef::from(&v6.socket);
-            assert!(!s.recv_tclass_v6().unwrap(), "IPV6_RECVTCLASS still on");
-            assert!(
-                !getsockopt(&v6.socket, sockopt::Ipv6RecvPacketInfo).unwrap(),
-                "IPV6_RECVPKTINFO still on"
-            );
-            assert!(
-                !getsockopt(&v6.socket, sockopt::ReceiveTimestampns).unwrap(),
-                "SO_TIMESTAMPNS still on"
-            );
+            assert_unread_control_messages_off(&v6.socket, true);
         }
         a.ready().await.unwrap();
         b.ready().await.unwrap();
