@@ -39,13 +39,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use tokio::net::ToSocketAddrs;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::chunks::ChunkBuf;
 use super::config::{SessionConfig, RECV_CHUNK};
 use super::deadlines::Deadlines;
 use super::peek::{commands, is_first_flight};
@@ -559,6 +560,7 @@ impl Endpoint {
             out_rx,
             front: None,
             in_tx,
+            in_chunks: ChunkBuf::default(),
             pending_stream: None,
             deadline: None,
             created: now,
@@ -1063,19 +1065,24 @@ fn pump_reads(sess: &mut Session) -> bool {
             }
         };
         // One copy, from KCP's receive buffer into the chunk the reader
-        // gets: a whole message, or stream segments up to `RECV_CHUNK`.
-        let mut chunk = BytesMut::with_capacity(size.min(RECV_CHUNK + sess.kcp.mss()));
+        // gets: a whole message, or whole stream segments up to `RECV_CHUNK`
+        // of the `size` bytes readable now (reading may make more readable;
+        // they go in the next chunk, so a chunk never outgrows `max`).
         let mut read = false;
-        while sess
-            .kcp
-            .recv_with(|piece, _| chunk.extend_from_slice(piece))
-            .is_ok()
-        {
-            read = true;
-            if !stream || chunk.len() >= RECV_CHUNK {
-                break;
+        let kcp = &mut sess.kcp;
+        let until = size.min(RECV_CHUNK);
+        let max = size.min(RECV_CHUNK + kcp.mss());
+        let chunk = sess.in_chunks.fill(max, |chunk| {
+            while kcp
+                .recv_with(|piece, _| chunk.extend_from_slice(piece))
+                .is_ok()
+            {
+                read = true;
+                if !stream || chunk.len() >= until {
+                    break;
+                }
             }
-        }
+        });
         if !read {
             break;
         }
@@ -1083,7 +1090,7 @@ fn pump_reads(sess: &mut Session) -> bool {
         sess.stats.app_bytes_received += n as u64;
         if let Some(p) = permit {
             if n > 0 || !stream {
-                p.send(chunk.freeze());
+                p.send(chunk);
                 delivered = true;
             }
         }

@@ -62,6 +62,7 @@
 //! close (with the reason), at `trace` for each dropped datagram; counters
 //! in [`SessionStats`] and [`ListenerStats`].
 
+mod chunks;
 mod config;
 mod deadlines;
 mod endpoint;

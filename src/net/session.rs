@@ -26,6 +26,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
+use super::chunks::ChunkBuf;
 use super::stats::SessionStats;
 use super::stream::KcpStream;
 use super::udp::Outbox;
@@ -185,6 +186,8 @@ pub(crate) struct Session {
     /// A chunk KCP took only part of (stream mode) or had no room for.
     pub front: Option<Outgoing>,
     pub in_tx: mpsc::Sender<Bytes>,
+    /// Where each delivery's chunk is gathered.
+    pub in_chunks: ChunkBuf,
     /// The stream, until the session is confirmed and handed to `accept`.
     pub pending_stream: Option<KcpStream>,
     /// Where the session is filed in the task's [`Deadlines`](super::deadlines::Deadlines).

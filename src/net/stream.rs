@@ -15,6 +15,7 @@ use tokio::net::ToSocketAddrs;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio_util::sync::PollSemaphore;
 
+use super::chunks::ChunkBuf;
 use super::config::SessionConfig;
 use super::session::{Cmd, Outgoing, Shared};
 use super::stats::SessionStats;
@@ -146,6 +147,7 @@ impl KcpStream {
                 sem: PollSemaphore::new(sem.clone()),
                 sem_arc: sem,
                 tx: out_tx,
+                chunks: ChunkBuf::default(),
                 shut: false,
             },
         }
@@ -592,6 +594,8 @@ struct WriteState {
     sem: PollSemaphore,
     sem_arc: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Outgoing>,
+    /// Where each write's chunk is copied to.
+    chunks: ChunkBuf,
     shut: bool,
 }
 
@@ -606,9 +610,9 @@ impl WriteState {
         Ok(())
     }
 
-    fn queue(&self, data: &[u8], permits: usize) -> io::Result<()> {
+    fn queue(&mut self, data: &[u8], permits: usize) -> io::Result<()> {
         let item = Outgoing {
-            data: Bytes::copy_from_slice(data),
+            data: self.chunks.copy(data),
             permits,
         };
         if self.tx.send(item).is_err() {
