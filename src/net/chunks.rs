@@ -3,23 +3,34 @@
 //!
 //! A stream's writes travel to the socket task, and the task's deliveries to
 //! the reader, as [`Bytes`] chunks. A small chunk is cut
-//! ([`BytesMut::split`]) from a buffer of [`REUSE`] bytes; once every chunk
-//! cut from it has been dropped, [`BytesMut::reserve`] takes the whole buffer
-//! back without allocating. While some are still queued the next cut needs a
-//! new buffer: two allocations (the buffer and its shared header) per
-//! `REUSE` bytes at worst, where each chunk had its own before. A larger
-//! chunk gets its own allocation, as it costs little beside its copy, so an
-//! idle session keeps at most `REUSE` bytes here per direction.
+//! ([`BytesMut::split`]) from a buffer kept per direction; once every chunk
+//! cut from it has been dropped, [`BytesMut::try_reclaim`] takes the whole
+//! buffer back without allocating. A request/response exchange (each chunk
+//! consumed before the next is cut) so reuses one buffer the size of its
+//! largest chunk, and an idle session keeps only that.
+//!
+//! When the chunks cut earlier are still queued (a burst), the next cut
+//! needs a new buffer: it is made twice as large as the last, up to
+//! [`REUSE`], so a burst costs a few allocations per `REUSE` bytes rather
+//! than one per chunk. A chunk larger than `REUSE` gets its own allocation:
+//! beside its copy that costs little, and no session keeps more than
+//! `REUSE` bytes here per direction.
 
 use bytes::{Bytes, BytesMut};
 
-/// Bytes of the reused buffer: 64 ping-pong messages of 64 bytes, or two
-/// full-size segments, between reclaims.
-pub(crate) const REUSE: usize = 4096;
+use super::config::RECV_CHUNK;
+
+/// Largest buffer kept, as large as a delivery of stream data: a burst of
+/// small chunks costs two allocations per 16 KiB.
+pub(crate) const REUSE: usize = RECV_CHUNK;
 
 /// Where one direction's chunks are cut from.
 #[derive(Debug, Default)]
-pub(crate) struct ChunkBuf(BytesMut);
+pub(crate) struct ChunkBuf {
+    buf: BytesMut,
+    /// Capacity the buffer was made with.
+    made: usize,
+}
 
 impl ChunkBuf {
     /// A chunk holding a copy of `data`.
@@ -35,13 +46,13 @@ impl ChunkBuf {
             write(&mut own);
             return own.freeze();
         }
-        if self.0.capacity() < max {
-            // Reclaims the buffer when no chunk cut from it is alive.
-            self.0.reserve(REUSE);
+        if self.buf.capacity() < max && !self.buf.try_reclaim(max) {
+            self.made = (2 * self.made).clamp(max, REUSE);
+            self.buf = BytesMut::with_capacity(self.made);
         }
-        write(&mut self.0);
-        debug_assert!(self.0.len() <= max);
-        self.0.split().freeze()
+        write(&mut self.buf);
+        debug_assert!(self.buf.len() <= max);
+        self.buf.split().freeze()
     }
 }
 
@@ -61,12 +72,27 @@ mod tests {
             let c = buf.copy(&[i; 100]);
             assert_eq!(&c[..], &[i; 100][..]);
         }
+        let spare = buf.buf.capacity();
         let big = buf.copy(&[9; REUSE + 1]);
-        assert_eq!(big.len(), REUSE + 1);
-        assert!(
-            buf.0.capacity() <= REUSE,
-            "a large chunk was cut from the buffer"
+        assert_eq!(&big[..], &[9; REUSE + 1][..]);
+        assert_eq!(
+            buf.buf.capacity(),
+            spare,
+            "a large chunk went through the buffer"
         );
+    }
+
+    #[test]
+    fn a_burst_doubles_the_buffer_up_to_reuse() {
+        let mut buf = ChunkBuf::default();
+        let kept: Vec<Bytes> = (0..4).map(|_| buf.copy(&[0; 64])).collect();
+        // Made 64 for the first, 128 for the next two, 256 for the fourth.
+        assert_eq!(buf.made, 256);
+        let more: Vec<Bytes> = (0..1000).map(|_| buf.copy(&[0; 64])).collect();
+        assert_eq!(buf.made, REUSE);
+        drop((kept, more));
+        buf.copy(&[0; 64]);
+        assert_eq!(buf.made, REUSE, "a reclaimed buffer keeps its size");
     }
 
     #[test]
@@ -75,11 +101,13 @@ mod tests {
         let first = buf.copy(&[1; 64]);
         let base = first.as_ptr();
         drop(first);
-        // Walk through the buffer; every chunk is dropped at once, so the
-        // cut after the buffer runs out starts over at its beginning.
-        let again = (0..REUSE / 64)
-            .map(|_| buf.copy(&[2; 64]).as_ptr())
-            .any(|p| p == base);
-        assert!(again, "the buffer was not taken back");
+        // Each chunk is dropped before the next is cut: the one buffer, of
+        // the chunk's size, serves them all.
+        for i in 0..100u8 {
+            let c = buf.copy(&[i; 64]);
+            assert_eq!(c.as_ptr(), base, "the buffer was not taken back");
+            assert_eq!(&c[..], &[i; 64][..]);
+        }
+        assert_eq!(buf.made, 64);
     }
 }
