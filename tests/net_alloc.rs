@@ -71,7 +71,16 @@ async fn ping_pong_steady_state_allocates_nothing() {
         },
         ..SessionConfig::default()
     };
-    for (mode, cfg) in [("message", SessionConfig::default()), ("stream", stream)] {
+    let mut modes = vec![("message", SessionConfig::default()), ("stream", stream)];
+    #[cfg(feature = "fec")]
+    modes.push((
+        "message mode with FEC 4+2",
+        SessionConfig {
+            fec: Some(kcp_rs::fec::FecConfig::balanced()),
+            ..SessionConfig::default()
+        },
+    ));
+    for (mode, cfg) in modes {
         let per = timeout(Duration::from_secs(20), allocations_per_round_trip(cfg))
             .await
             .expect("ping-pong stalled");
