@@ -8,7 +8,9 @@
 # work plus the harness (sink copy, link, checks), which is the same code for
 # all three. Counts are exact and repeatable where wall-clock times are not.
 #
-#   scripts/peers-instr.sh [scenario ...]    round bulk0 bulk10 by default
+#   scripts/peers-instr.sh [scenario ...]    round bulk0 bulk10 by default;
+#                                            also bulk0-long, bulk10-long (a second
+#                                            transfer through one pair)
 #
 # Takes a few minutes after the build (bulk under valgrind is slow).
 set -euo pipefail

@@ -402,9 +402,11 @@ fn bulk_transfer(c: &mut Criterion) {
 
 criterion_group!(benches, message_round, bulk_transfer);
 
-/// `peers instr <round|bulk0|bulk10> <ours|ikcp|crate> <0|1>` runs one
-/// scenario outside criterion for callgrind: with `1` the measured work
-/// (10 message rounds, or one bulk transfer), with `0` only the set-up.
+/// `peers instr <round|bulk0|bulk10|bulk0-long|bulk10-long>
+/// <ours|ours-in-place|ikcp|crate> <0|1>` runs one scenario outside
+/// criterion for callgrind: with `1` the measured work (10 message rounds,
+/// or one bulk transfer; `-long`: a second transfer through the same pair),
+/// with `0` only the set-up (`-long`: the first transfer).
 /// The difference of the two instruction counts is the work itself; see
 /// `scripts/peers-instr.sh`. Anything else runs the criterion benchmarks.
 fn main() {
@@ -432,6 +434,15 @@ fn main() {
                     let loss = if scenario == "bulk0" { 0.0 } else { 0.1 };
                     if run {
                         black_box(bulk(imp, loss, 1));
+                    }
+                }
+                "bulk0-long" | "bulk10-long" => {
+                    // The set-up is a first transfer, so the measured one
+                    // starts with every buffer at its working size.
+                    let loss = if scenario == "bulk0-long" { 0.0 } else { 0.1 };
+                    let mut pair = BulkPair::long_lived(imp, loss, 1);
+                    if run {
+                        black_box(pair.run());
                     }
                 }
                 _ => panic!("unknown scenario {scenario}"),
