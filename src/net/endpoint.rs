@@ -99,6 +99,10 @@ pub(crate) const MAX_PASSES: usize = 4;
 /// tokio's timer resolution is a millisecond, so they may wait up to two.
 const ACK_HOLD_MAX: Duration = Duration::from_millis(1);
 
+/// Initial room of the socket task's output buffers (`Outbox::with_room`).
+const OUTBOX_DATAGRAMS: usize = 32;
+const OUTBOX_BYTES: usize = 4096;
+
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
 
@@ -247,9 +251,9 @@ impl Endpoint {
             accept_tx,
             dirty: Vec::new(),
             rx,
-            tx: Outbox::default(),
+            tx: Outbox::with_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES),
             #[cfg(feature = "fec")]
-            wire: Outbox::default(),
+            wire: Outbox::with_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES),
             counters,
             next_id: 1,
         }
@@ -816,18 +820,26 @@ impl Endpoint {
         if !sess.confirmed && !self.tx.lens.is_empty() && sess.kcp.window_full() {
             sess.told_shut = true;
         }
+        // With FEC the datagrams sent are the framed ones, in `wire`. Each
+        // buffer keeps its role (no swap), so each grows once to its own
+        // largest flush and then never allocates again.
         #[cfg(feature = "fec")]
         let mut fec_deadline = None;
         #[cfg(feature = "fec")]
-        if let Some(fec) = sess.fec.as_mut() {
-            let rto = sess.kcp.rto();
-            fec_deadline = fec.encode(&self.tx, &mut self.wire, now_ms, rto, &self.counters);
-            std::mem::swap(&mut self.tx, &mut self.wire);
-            self.wire.clear();
-        }
-        if !self.tx.lens.is_empty() {
-            let r = self.io.send(sess.shared.peer, &self.tx);
-            self.tx.clear();
+        let out = match sess.fec.as_mut() {
+            Some(fec) => {
+                let rto = sess.kcp.rto();
+                fec_deadline = fec.encode(&self.tx, &mut self.wire, now_ms, rto, &self.counters);
+                self.tx.clear();
+                &mut self.wire
+            }
+            None => &mut self.tx,
+        };
+        #[cfg(not(feature = "fec"))]
+        let out = &mut self.tx;
+        if !out.lens.is_empty() {
+            let r = self.io.send(sess.shared.peer, out);
+            out.clear();
             Counters::add(&self.counters.datagrams_out, r.sent);
             Counters::add(&self.counters.send_errors, r.dropped);
             sess.stats.send_dropped += r.dropped;

@@ -44,6 +44,17 @@ impl crate::KcpOutput for Outbox {
 }
 
 impl Outbox {
+    /// Room for `datagrams` datagrams of `bytes` in all. A socket task's
+    /// buffers start with room for any burst of small messages (an FEC
+    /// group closed early is data, empty packets and parity at once), so
+    /// that only bulk flushes grow them; they keep their largest size.
+    pub fn with_room(datagrams: usize, bytes: usize) -> Outbox {
+        Outbox {
+            buf: Vec::with_capacity(bytes),
+            lens: Vec::with_capacity(datagrams),
+        }
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.lens.clear();
