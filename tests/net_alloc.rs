@@ -113,11 +113,11 @@ fn ping_pong_steady_state_allocates_nothing() {
         },
         ..SessionConfig::default()
     };
-    let (busy, quiet) = (false, true);
+    // (what, configuration, round trips, pauses)
     #[allow(unused_mut)]
     let mut runs = vec![
-        ("message mode", SessionConfig::default(), 2_000, busy),
-        ("stream mode", stream, 2_000, busy),
+        ("message mode", SessionConfig::default(), 2_000, false),
+        ("stream mode", stream, 2_000, false),
     ];
     #[cfg(feature = "fec")]
     {
@@ -126,8 +126,8 @@ fn ping_pong_steady_state_allocates_nothing() {
             fec: Some(kcp_rs::fec::FecConfig::balanced()),
             ..SessionConfig::default()
         };
-        runs.push(("FEC 4+2", fec.clone(), 2_000, busy));
-        runs.push(("FEC 4+2, pauses", fec, 99, quiet));
+        runs.push(("FEC 4+2", fec.clone(), 2_000, false));
+        runs.push(("FEC 4+2, pauses", fec, 99, true));
     }
     for (what, cfg, rounds, pause) in runs {
         let (per, parity) = alone(allocations_per_round_trip(cfg, rounds, pause));

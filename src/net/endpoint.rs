@@ -99,8 +99,10 @@ pub(crate) const MAX_PASSES: usize = 4;
 /// tokio's timer resolution is a millisecond, so they may wait up to two.
 const ACK_HOLD_MAX: Duration = Duration::from_millis(1);
 
-/// Initial room of the socket task's output buffers (`Outbox::with_room`).
+/// Initial room of the socket task's output buffers (`Outbox::with_room`):
+/// datagrams, and bytes of FEC-framed ones.
 const OUTBOX_DATAGRAMS: usize = 32;
+#[cfg(feature = "fec")]
 const OUTBOX_BYTES: usize = 4096;
 
 /// A stream and its peer, as `accept` returns them.
@@ -239,6 +241,14 @@ impl Endpoint {
         // A datagram longer than the MTU is not KCP's (see
         // `UdpIo::recv_batch`).
         let rx = io.recv_batch(cfg.kcp.mtu as usize);
+        // Only FEC makes bursts of small datagrams from one small message
+        // (an early-closed group); without it, room for the lengths is all
+        // that is worth holding from the start.
+        #[cfg(feature = "fec")]
+        let wire = match cfg.fec {
+            Some(_) => Outbox::with_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES),
+            None => Outbox::default(),
+        };
         Endpoint {
             io,
             cfg: Arc::new(cfg),
@@ -251,9 +261,9 @@ impl Endpoint {
             accept_tx,
             dirty: Vec::new(),
             rx,
-            tx: Outbox::with_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES),
+            tx: Outbox::with_room(OUTBOX_DATAGRAMS, 0),
             #[cfg(feature = "fec")]
-            wire: Outbox::with_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES),
+            wire,
             counters,
             next_id: 1,
         }
