@@ -366,6 +366,15 @@ impl BulkPair {
     }
 }
 
+/// The loss rate a bulk scenario's name (`bulk0`, `bulk10-long`, ...) asks for.
+fn bulk_loss(scenario: &str) -> f64 {
+    if scenario.starts_with("bulk10") {
+        0.1
+    } else {
+        0.0
+    }
+}
+
 /// One transfer through a fresh pair.
 fn bulk(imp: Impl, loss: f64, seed: u64) -> usize {
     BulkPair::new(imp, loss, seed).run()
@@ -431,16 +440,14 @@ fn main() {
                     }
                 }
                 "bulk0" | "bulk10" => {
-                    let loss = if scenario == "bulk0" { 0.0 } else { 0.1 };
                     if run {
-                        black_box(bulk(imp, loss, 1));
+                        black_box(bulk(imp, bulk_loss(scenario), 1));
                     }
                 }
                 "bulk0-long" | "bulk10-long" => {
                     // The set-up is a first transfer, so the measured one
                     // starts with every buffer at its working size.
-                    let loss = if scenario == "bulk0-long" { 0.0 } else { 0.1 };
-                    let mut pair = BulkPair::long_lived(imp, loss, 1);
+                    let mut pair = BulkPair::long_lived(imp, bulk_loss(scenario), 1);
                     if run {
                         black_box(pair.run());
                     }
@@ -559,11 +566,7 @@ fn interleaved(scenario: &str, reps: usize) {
         return;
     }
     let mut pairs: Vec<RoundPair> = Impl::ALL.iter().map(|&i| RoundPair::new(i)).collect();
-    let loss = if scenario.starts_with("bulk10") {
-        0.1
-    } else {
-        0.0
-    };
+    let loss = bulk_loss(scenario);
     let mut long: Vec<BulkPair> = if scenario.ends_with("-long") {
         Impl::ALL
             .iter()
