@@ -1089,6 +1089,46 @@ impl<O: KcpOutput> Kcp<O> {
         core::mem::size_of::<Self>() + self.heap_bytes(true)
     }
 
+    /// Gives back the payload storage of each direction that holds no
+    /// payload now, and returns the bytes released.
+    ///
+    /// The payload pools grow to the most blocks ever in use at once and
+    /// keep them, so that a busy session allocates nothing. After one
+    /// burst that can be a whole window's worth for the rest of the
+    /// session's life (about 1.4 MB each way with 1,024-segment windows).
+    /// A caller that sees the session go quiet can call this to return to
+    /// a new session's footprint; the next burst grows the pools again, in
+    /// O(log window) allocations.
+    ///
+    /// The send side is released only when nothing is queued or
+    /// unacknowledged ([`wait_snd`](Self::wait_snd) is 0), the receive side
+    /// only when nothing waits to be read or behind a gap. Rings, the ACK
+    /// list and the flush buffer have fixed sizes and stay. Without the
+    /// `alloc` feature storage is inline and this returns 0.
+    ///
+    /// # Examples
+    /// ```
+    /// use kcp_rs::{Kcp, KcpConfig, KcpResult};
+    ///
+    /// let out = |d: &[u8]| -> KcpResult<usize> { Ok(d.len()) };
+    /// let mut kcp = Kcp::with_config(1, out, KcpConfig::fast())?;
+    /// let fresh = kcp.memory_footprint();
+    /// for _ in 0..64 {
+    ///     kcp.send(&[0u8; 1024])?;
+    /// }
+    /// assert!(kcp.memory_footprint() > fresh);
+    /// assert_eq!(kcp.shrink_to_fit(), 0); // still queued: kept
+    /// # Ok::<(), kcp_rs::KcpError>(())
+    /// ```
+    pub fn shrink_to_fit(&mut self) -> usize {
+        // Every queued, unacknowledged or received segment holds a block, so
+        // "no block in use" is exactly the conditions above.
+        let before = self.memory_footprint();
+        self.snd_pool.release_if_unused();
+        self.rcv_pool.release_if_unused();
+        before - self.memory_footprint()
+    }
+
     // ----- internals --------------------------------------------------------
 
     fn heap_bytes(&self, max: bool) -> usize {

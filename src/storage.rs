@@ -225,6 +225,19 @@ mod imp {
             &mut self.bytes[at..at + len]
         }
 
+        /// Gives every block back to the allocator when none is in use, so
+        /// that the pool starts over as a new one; returns whether it did.
+        /// A block in use pins them all (blocks are named by index).
+        pub fn release_if_unused(&mut self) -> bool {
+            if self.made == 0 || self.free.len() != self.made as usize {
+                return false;
+            }
+            self.bytes = Vec::new();
+            self.free.clear();
+            self.made = 0;
+            true
+        }
+
         /// Bytes held now (payload plus free list).
         pub fn footprint(&self) -> usize {
             self.bytes.capacity() + self.free.capacity() * 4
@@ -328,6 +341,11 @@ mod imp {
         #[inline]
         pub fn bytes_mut(&mut self, id: u32, start: usize, len: usize) -> &mut [u8] {
             &mut self.blocks[id as usize][start..start + len]
+        }
+
+        /// Storage is inline: nothing to give back.
+        pub fn release_if_unused(&mut self) -> bool {
+            false
         }
 
         pub fn footprint(&self) -> usize {

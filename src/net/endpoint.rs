@@ -105,6 +105,14 @@ const OUTBOX_DATAGRAMS: usize = 32;
 #[cfg(feature = "fec")]
 const OUTBOX_BYTES: usize = 4096;
 
+/// A session whose buffers grew in a burst gives them back once it has been
+/// quiet this long (see `plan_trim`).
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// Growth over a new session's footprint below which nothing is given back:
+/// a session carrying small messages keeps its few blocks and never pays
+/// for a wake-up or a regrowth.
+const TRIM_SLACK: usize = 64 * 1024;
+
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
 
@@ -548,6 +556,7 @@ impl Endpoint {
     ) -> io::Result<(Session, KcpStream)> {
         let cfg = &self.cfg;
         let kcp = Kcp::with_config(conv, Outbox::default(), cfg.core_config())?;
+        let trim_above = kcp.memory_footprint() + TRIM_SLACK;
         #[cfg(feature = "fec")]
         let fec = match cfg.fec {
             Some(f) => Some(Box::new(super::fec::FecState::new(f)?)),
@@ -592,6 +601,8 @@ impl Endpoint {
             window_probe_at: None,
             window_probes: 0,
             lingering_since: None,
+            trim_at: None,
+            trim_above,
             stats: Default::default(),
             #[cfg(feature = "fec")]
             fec,
@@ -698,6 +709,7 @@ impl Endpoint {
         let sess = self.sessions.get_mut(&id)?;
         sess.dirty = false;
         sess.shared.wake_pending.store(false, SeqCst);
+        let (fed, received_before) = (sess.input_pending, sess.stats.app_bytes_received);
 
         if let Some(since) = sess.lingering_since {
             if now >= linger_deadline(sess, since, cfg) {
@@ -878,6 +890,17 @@ impl Endpoint {
             }
             begin_linger(sess, now, &self.counters);
         }
+        let moved = fed || wrote || sess.stats.app_bytes_received != received_before;
+        if plan_trim(sess, now, moved) {
+            sess.kcp.shrink_to_fit();
+            // The task's output buffers grew with the largest flush; one
+            // session's bulk regrows them at its next drive.
+            self.tx.shrink_to_room(OUTBOX_DATAGRAMS, 0);
+            #[cfg(feature = "fec")]
+            if self.cfg.fec.is_some() {
+                self.wire.shrink_to_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES);
+            }
+        }
         let lingering = sess.lingering_since.is_some();
         sess.publish_stats();
 
@@ -911,6 +934,9 @@ impl Endpoint {
         if let Some(repeat) = next_window_answer(sess) {
             at = at.min(repeat);
         }
+        if let Some(trim) = sess.trim_at {
+            at = at.min(trim);
+        }
         #[cfg(feature = "fec")]
         if let Some(d) = fec_deadline {
             let wait = d.wrapping_sub(now_ms).min(i32::MAX as u32);
@@ -920,6 +946,35 @@ impl Endpoint {
         self.timers.file(id, sess.deadline, at);
         sess.deadline = Some(at);
         None
+    }
+}
+
+/// Whether `drive` should give the session's burst-sized buffers back now.
+///
+/// KCP's payload pools and the task's output buffers keep the size of the
+/// largest burst so that a busy session allocates nothing; a session that
+/// has gone quiet should not hold a window's worth (1.4 MB each way with
+/// 1,024-segment windows) for the rest of its life. Every drive that moves
+/// anything while the session holds more than `TRIM_SLACK` over a new one's
+/// footprint sets the trim deadline `TRIM_AFTER` ahead; the first quiet drive
+/// at or after it trims. A burst ends with a busy drive (its last ACK or
+/// read), so the deadline is always set by then, and a session that keeps
+/// exchanging, however slowly, never gets there: at most one trim and one
+/// regrowth per quiet spell.
+fn plan_trim(sess: &mut Session, now: Instant, moved: bool) -> bool {
+    let busy = moved || sess.kcp.wait_snd() > 0 || sess.kcp.queued_recv() > 0;
+    if busy {
+        if sess.kcp.memory_footprint() > sess.trim_above {
+            sess.trim_at = Some(now + TRIM_AFTER);
+        }
+        return false;
+    }
+    match sess.trim_at {
+        Some(at) if now >= at => {
+            sess.trim_at = None;
+            true
+        }
+        _ => false,
     }
 }
 

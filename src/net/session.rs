@@ -230,6 +230,11 @@ pub(crate) struct Session {
     /// When the session finished and began to linger (see
     /// `SessionConfig::linger`): it only acknowledges from then on.
     pub lingering_since: Option<Instant>,
+    /// When to give the buffers of a burst back if the session stays quiet
+    /// (see `endpoint::plan_trim`).
+    pub trim_at: Option<Instant>,
+    /// The footprint above which the core's buffers are worth giving back.
+    pub trim_above: usize,
     pub stats: SessionStats,
     /// FEC encoder and decoder, when configured.
     #[cfg(feature = "fec")]
@@ -260,6 +265,7 @@ impl Session {
         self.stats.cwnd = k.cwnd();
         self.stats.remote_window = k.remote_window();
         self.stats.unacked_segments = k.wait_snd();
+        self.stats.core_memory_bytes = k.memory_footprint();
         #[cfg(feature = "fec")]
         if let Some(fec) = &self.fec {
             fec.publish(&mut self.stats);

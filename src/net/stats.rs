@@ -25,6 +25,12 @@ pub struct SessionStats {
     /// Segments not yet acknowledged by the peer (in flight plus queued in
     /// KCP).
     pub unacked_segments: u32,
+    /// Bytes the protocol core holds for this session
+    /// ([`Kcp::memory_footprint`](crate::Kcp::memory_footprint)): fixed
+    /// rings plus payload blocks. A burst grows the blocks to what it had in
+    /// flight; they are given back once the session has been quiet for a
+    /// second.
+    pub core_memory_bytes: usize,
     /// Application bytes handed to KCP for sending.
     pub app_bytes_sent: u64,
     /// Application bytes taken out of KCP for the reader.

@@ -47,7 +47,8 @@ impl Outbox {
     /// Room for `datagrams` datagrams of `bytes` in all. A socket task's
     /// buffers start with room for any burst of small messages (an FEC
     /// group closed early is data, empty packets and parity at once), so
-    /// that only bulk flushes grow them; they keep their largest size.
+    /// that only bulk flushes grow them; they keep their largest size until a
+    /// session goes quiet (`Endpoint::drive` trims them).
     pub fn with_room(datagrams: usize, bytes: usize) -> Outbox {
         Outbox {
             buf: Vec::with_capacity(bytes),
@@ -58,6 +59,13 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.lens.clear();
+    }
+
+    /// Gives back what a burst grew beyond [`with_room`](Self::with_room)'s
+    /// room (when empty, as between drives).
+    pub fn shrink_to_room(&mut self, datagrams: usize, bytes: usize) {
+        self.buf.shrink_to(bytes);
+        self.lens.shrink_to(datagrams);
     }
 }
 
@@ -443,6 +451,26 @@ fn set_reuse_port(_socket: &Socket) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KcpOutput;
+
+    #[test]
+    fn an_outbox_gives_back_what_a_burst_grew() {
+        let mut out = Outbox::with_room(32, 4096);
+        for _ in 0..1000 {
+            out.output(&[7; 1400]).unwrap();
+        }
+        assert!(out.buf.capacity() >= 1_400_000 && out.lens.capacity() >= 1000);
+        out.clear();
+        out.shrink_to_room(32, 4096);
+        assert!(out.buf.capacity() < 8192, "{}", out.buf.capacity());
+        assert!(out.lens.capacity() < 64, "{}", out.lens.capacity());
+        // Still usable; room is room, not a limit.
+        out.output(&[1; 10]).unwrap();
+        assert_eq!(
+            (out.buf.as_slice(), out.lens.as_slice()),
+            (&[1u8; 10][..], &[10][..])
+        );
+    }
 
     #[test]
     fn gso_runs_are_equal_sizes_then_one_shorter() {

@@ -1,0 +1,100 @@
+//! A session that carried a burst gives its burst-sized buffers back once it
+//! has been quiet for a second: with 1,024-segment windows KCP's payload
+//! blocks alone reach ~1.4 MB each way, which an idle session must not keep
+//! for the rest of its life. Afterwards the session still works, and a
+//! session that never grew past a few blocks is left alone.
+#![cfg(feature = "tokio")]
+
+use std::time::Duration;
+
+use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
+use kcp_rs::KcpConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BURST: usize = 4 << 20;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        kcp: KcpConfig {
+            stream: true,
+            snd_wnd: 1024,
+            rcv_wnd: 1024,
+            ..KcpConfig::fast()
+        },
+        send_queue_limit: 2 << 20,
+        recv_queue_limit: 2 << 20,
+        ..SessionConfig::default()
+    }
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+}
+
+/// Writes `data` on `from`, reads it whole on `to` and compares.
+async fn carry(from: &mut KcpStream, to: &mut KcpStream, data: &[u8]) {
+    let mut got = vec![0u8; data.len()];
+    let (w, r) = tokio::join!(from.write_all(data), to.read_exact(&mut got));
+    w.unwrap();
+    r.unwrap();
+    assert!(got == data, "bytes differ");
+}
+
+/// Polls `what` every 50 ms until it holds, for at most `within`.
+async fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < end {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    what()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_session_gives_its_burst_buffers_back() {
+    let listener = KcpListener::bind("127.0.0.1:0", config()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // A small exchange: what a session that never carried a burst holds.
+    let mut small_c = KcpStream::connect(addr, config()).await.unwrap();
+    small_c.write_all(b"hello").await.unwrap();
+    let (mut small_s, _) = listener.accept().await.unwrap();
+    let mut five = [0u8; 5];
+    small_s.read_exact(&mut five).await.unwrap();
+    let small_held = small_c.stats().core_memory_bytes;
+    assert!(small_held > 0, "stats publish the footprint");
+
+    let mut c = KcpStream::connect(addr, config()).await.unwrap();
+    c.write_all(b"x").await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    carry(&mut c, &mut s, &pattern(BURST, 1)).await;
+
+    // Right after the burst both ends hold far more than the small session.
+    let held = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
+    assert!(
+        held.0 > small_held + 500_000 && held.1 > small_held + 500_000,
+        "after {BURST} bytes: {held:?}, small session {small_held}"
+    );
+
+    // A second later both are back to at most the small session's.
+    let back = eventually(Duration::from_secs(5), || {
+        c.stats().core_memory_bytes <= small_held && s.stats().core_memory_bytes <= small_held
+    })
+    .await;
+    assert!(
+        back,
+        "still held after 5 s: {} / {} (small session {small_held})",
+        c.stats().core_memory_bytes,
+        s.stats().core_memory_bytes
+    );
+    // The small session had nothing worth giving back and kept its blocks.
+    assert_eq!(small_c.stats().core_memory_bytes, small_held);
+
+    // Both ways still work, and grow again.
+    carry(&mut s, &mut c, &pattern(BURST / 2, 7)).await;
+    carry(&mut c, &mut s, &pattern(BURST / 2, 9)).await;
+    assert!(c.stats().core_memory_bytes > small_held + 500_000);
+}
