@@ -362,6 +362,18 @@ impl Ikcp {
         out
     }
 
+    /// Gives the output sink room for `datagrams` datagrams of `bytes` in
+    /// all, allocated and touched now (as [`kcp_rs::sim::Outbox::with_room`]
+    /// does for ours), so that a measurement does not count its growth.
+    pub fn reserve_output(&mut self, bytes: usize, datagrams: usize) {
+        let sink = self.sink_mut();
+        let (b, e) = (sink.bytes.len(), sink.ends.len());
+        sink.bytes.resize(b + bytes, 0xa5);
+        sink.ends.resize(e + datagrams, usize::MAX);
+        sink.bytes.truncate(b);
+        sink.ends.truncate(e);
+    }
+
     /// Datagrams output and not yet drained.
     pub fn output_len(&self) -> usize {
         // SAFETY: the sink is alive for `self`'s lifetime and no mutable
