@@ -419,7 +419,10 @@ fn bulk_transfer(c: &mut Criterion) {
                                 seed += 1;
                                 BulkPair::new(imp, loss, seed)
                             },
-                            |mut pair| black_box(pair.run()),
+                            |mut pair| {
+                                black_box(pair.run());
+                                pair // dropped outside the measurement
+                            },
                             BatchSize::PerIteration,
                         )
                     }
@@ -618,7 +621,8 @@ fn interleaved(scenario: &str, reps: usize) {
                     black_box(pairs[i].round(ROUND));
                 }
                 "bulk0" | "bulk10" => {
-                    black_box(fresh[i].take().expect("one fresh pair per rep").run());
+                    // Dropped after the clock stops, as it was built before.
+                    black_box(fresh[i].as_mut().expect("one fresh pair per rep").run());
                 }
                 "bulk0-long" | "bulk10-long" => {
                     black_box(long[i].run());
