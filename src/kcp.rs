@@ -1063,6 +1063,15 @@ impl<O: KcpOutput> Kcp<O> {
         self.nrcv_que
     }
 
+    /// Segments holding a payload block now: queued or unacknowledged on the
+    /// send side, received and not yet read (behind a gap or in order) on
+    /// the receive side. With [`memory_footprint`](Self::memory_footprint)
+    /// it tells how much of what the session holds it still needs (see
+    /// [`shrink_to_fit`](Self::shrink_to_fit)).
+    pub fn segments_held(&self) -> u32 {
+        self.wait_snd() + self.nrcv_buf + self.nrcv_que
+    }
+
     /// Counters since construction.
     pub fn stats(&self) -> &KcpStats {
         &self.stats
@@ -1096,7 +1105,8 @@ impl<O: KcpOutput> Kcp<O> {
     /// keep them, so that a busy session allocates nothing. After one
     /// burst that can be a whole window's worth for the rest of the
     /// session's life (about 1.4 MB each way with 1,024-segment windows).
-    /// A caller that sees the session go quiet can call this to return to
+    /// A caller that sees the session go quiet, or need few blocks again
+    /// ([`segments_held`](Self::segments_held)), can call this to return to
     /// a new session's footprint; the next burst grows the pools again, in
     /// O(log window) allocations.
     ///

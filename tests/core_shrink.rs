@@ -87,6 +87,7 @@ fn a_quiet_session_returns_to_a_new_sessions_footprint() {
         "{held:?}"
     );
 
+    assert_eq!((p.a.segments_held(), p.b.segments_held()), (0, 0));
     let released = (p.a.shrink_to_fit(), p.b.shrink_to_fit());
     assert_eq!(released, (held.0 - fresh, held.1 - fresh));
     assert_eq!(
@@ -122,6 +123,7 @@ fn a_direction_still_in_use_keeps_its_pool() {
     for i in 0..50 {
         p.a.send(&message(i, p.a.mss())).unwrap();
     }
+    assert_eq!(p.a.segments_held(), 50);
     let before = p.a.memory_footprint();
     assert_eq!(p.a.shrink_to_fit(), 0, "50 messages queued");
     assert_eq!(p.a.memory_footprint(), before);

@@ -1,8 +1,9 @@
 //! A session that carried a burst gives its burst-sized buffers back once it
-//! has been quiet for a second: with 1,024-segment windows KCP's payload
-//! blocks alone reach ~1.4 MB each way, which an idle session must not keep
-//! for the rest of its life. Afterwards the session still works, and a
-//! session that never grew past a few blocks is left alone.
+//! has needed little for a second, whether it went quiet or went on with
+//! small messages: with 1,024-segment windows KCP's payload blocks alone
+//! reach ~1.4 MB each way, which such a session must not keep for the rest
+//! of its life. Afterwards the session still works, and a session that
+//! never grew past a few blocks is left alone.
 #![cfg(feature = "tokio")]
 
 use std::time::Duration;
@@ -97,4 +98,49 @@ async fn a_quiet_session_gives_its_burst_buffers_back() {
     carry(&mut s, &mut c, &pattern(BURST / 2, 7)).await;
     carry(&mut c, &mut s, &pattern(BURST / 2, 9)).await;
     assert!(c.stats().core_memory_bytes > small_held + 500_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
+    let listener = KcpListener::bind("127.0.0.1:0", config()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = KcpStream::connect(addr, config()).await.unwrap();
+    c.write_all(b"x").await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    let before = c.stats().core_memory_bytes;
+    carry(&mut c, &mut s, &pattern(BURST, 3)).await;
+    carry(&mut s, &mut c, &pattern(BURST, 5)).await;
+    let burst = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
+    assert!(
+        burst.0 > before + 500_000 && burst.1 > before + 500_000,
+        "{burst:?}"
+    );
+
+    // A request and its answer every 50 ms, never a quiet second: both ends
+    // must still give the burst's buffers back, keeping a few blocks.
+    let few = before + 16 * 1400;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    let back = loop {
+        let held = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
+        if held.0 <= few && held.1 <= few {
+            break true;
+        }
+        if tokio::time::Instant::now() > end {
+            break false;
+        }
+        let ask = pattern(16, i);
+        carry(&mut c, &mut s, &ask).await;
+        carry(&mut s, &mut c, &ask).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        back,
+        "still held after 5 s of small messages: {} / {} (before the burst {before})",
+        c.stats().core_memory_bytes,
+        s.stats().core_memory_bytes
+    );
+    assert!(i >= 10, "the exchange ran {i} rounds");
 }

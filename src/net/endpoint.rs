@@ -105,8 +105,8 @@ const OUTBOX_DATAGRAMS: usize = 32;
 #[cfg(feature = "fec")]
 const OUTBOX_BYTES: usize = 4096;
 
-/// A session whose buffers grew in a burst gives them back once it has been
-/// quiet this long (see `plan_trim`).
+/// A session whose buffers grew in a burst gives them back once it has
+/// needed no more than `TRIM_SLACK` for this long (see `plan_trim`).
 const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Growth over a new session's footprint below which nothing is given back:
 /// a session carrying small messages keeps its few blocks and never pays
@@ -709,7 +709,6 @@ impl Endpoint {
         let sess = self.sessions.get_mut(&id)?;
         sess.dirty = false;
         sess.shared.wake_pending.store(false, SeqCst);
-        let (fed, received_before) = (sess.input_pending, sess.stats.app_bytes_received);
 
         if let Some(since) = sess.lingering_since {
             if now >= linger_deadline(sess, since, cfg) {
@@ -890,8 +889,7 @@ impl Endpoint {
             }
             begin_linger(sess, now, &self.counters);
         }
-        let moved = fed || wrote || sess.stats.app_bytes_received != received_before;
-        if plan_trim(sess, now, moved) {
+        if plan_trim(sess, now, cfg.kcp.mtu as usize) {
             sess.kcp.shrink_to_fit();
             // The task's output buffers grew with the largest flush; one
             // session's bulk regrows them at its next drive.
@@ -953,20 +951,24 @@ impl Endpoint {
 ///
 /// KCP's payload pools and the task's output buffers keep the size of the
 /// largest burst so that a busy session allocates nothing; a session that
-/// has gone quiet should not hold a window's worth (1.4 MB each way with
-/// 1,024-segment windows) for the rest of its life. Every drive that moves
-/// anything while the session holds more than `TRIM_SLACK` over a new one's
-/// footprint sets the trim deadline `TRIM_AFTER` ahead; the first quiet drive
-/// at or after it trims. A burst ends with a busy drive (its last ACK or
-/// read), so the deadline is always set by then, and a session that keeps
-/// exchanging, however slowly, never gets there: at most one trim and one
-/// regrowth per quiet spell.
-fn plan_trim(sess: &mut Session, now: Instant, moved: bool) -> bool {
-    let busy = moved || sess.kcp.wait_snd() > 0 || sess.kcp.queued_recv() > 0;
-    if busy {
-        if sess.kcp.memory_footprint() > sess.trim_above {
-            sess.trim_at = Some(now + TRIM_AFTER);
-        }
+/// has gone quiet, or back to small messages (a game server's session after
+/// loading a level), should not hold a window's worth (1.4 MB each way with
+/// 1,024-segment windows) for the rest of its life. Every drive at which
+/// the session's segments in use need more than `TRIM_SLACK` sets the trim
+/// deadline `TRIM_AFTER` ahead; once the session holds more than
+/// `TRIM_SLACK` over a new one's footprint and the deadline has passed,
+/// the drive trims (`Kcp::shrink_to_fit` releases each pool with no block
+/// in use; if one was in use the deadline is set again, a second later). A
+/// session that keeps needing more than the slack never trims; one that
+/// needs less trims once and then stays within the slack: no more wake-ups
+/// or regrowth.
+fn plan_trim(sess: &mut Session, now: Instant, mtu: usize) -> bool {
+    if sess.kcp.segments_held() as usize * mtu > TRIM_SLACK {
+        sess.trim_at = Some(now + TRIM_AFTER);
+        return false;
+    }
+    if sess.kcp.memory_footprint() <= sess.trim_above {
+        sess.trim_at = None;
         return false;
     }
     match sess.trim_at {
@@ -974,7 +976,11 @@ fn plan_trim(sess: &mut Session, now: Instant, moved: bool) -> bool {
             sess.trim_at = None;
             true
         }
-        _ => false,
+        Some(_) => false,
+        None => {
+            sess.trim_at = Some(now + TRIM_AFTER);
+            false
+        }
     }
 }
 

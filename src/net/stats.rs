@@ -28,8 +28,8 @@ pub struct SessionStats {
     /// Bytes the protocol core holds for this session
     /// ([`Kcp::memory_footprint`](crate::Kcp::memory_footprint)): fixed
     /// rings plus payload blocks. A burst grows the blocks to what it had in
-    /// flight; they are given back once the session has been quiet for a
-    /// second.
+    /// flight; they are given back once the session has needed less than
+    /// 64 KiB of them for a second.
     pub core_memory_bytes: usize,
     /// Application bytes handed to KCP for sending.
     pub app_bytes_sent: u64,
