@@ -95,6 +95,8 @@ pub enum Op {
     Check { side: bool },
     /// One `recv_with`.
     RecvWith { side: bool },
+    /// `shrink_to_fit`: gives back payload pools with no block in use.
+    Shrink { side: bool },
     /// From now on `side` takes datagrams with `input_with` (else `input`)
     /// and reads everything ready with `recv_with` (else `recv`); also for
     /// the honest phase at the end.
@@ -220,6 +222,15 @@ fn apply(d: &mut Duo, op: Op, max_message: usize) {
         Op::RecvWith { side } => {
             let _ = d.recv_with(idx(side));
         }
+        Op::Shrink { side } => {
+            let k = &mut d.k[idx(side)];
+            let held = (k.segments_held(), k.wait_snd(), k.peek_size().ok());
+            let before = k.memory_footprint();
+            let released = k.shrink_to_fit();
+            assert_eq!(k.memory_footprint(), before - released);
+            // Nothing the session holds may go with the storage.
+            assert_eq!(held, (k.segments_held(), k.wait_snd(), k.peek_size().ok()));
+        }
         Op::Reader {
             side,
             input_with,
@@ -295,6 +306,8 @@ mod tests {
             },
             Update { side: false },
             Update { side: true },
+            Shrink { side: false },
+            Shrink { side: true },
             Advance { ms: 30 },
             Update { side: false },
             Update { side: true },
