@@ -8,24 +8,23 @@
 
 use std::time::Duration;
 
-use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
-use kcp_rs::KcpConfig;
+use kcp_rs::net::{KcpListener, KcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BURST: usize = 4 << 20;
 
-fn config() -> SessionConfig {
-    SessionConfig {
-        kcp: KcpConfig {
-            stream: true,
-            snd_wnd: 1024,
-            rcv_wnd: 1024,
-            ..KcpConfig::fast()
-        },
-        send_queue_limit: 2 << 20,
-        recv_queue_limit: 2 << 20,
-        ..SessionConfig::default()
-    }
+#[path = "support/bulk_config.rs"]
+mod bulk_config;
+use bulk_config::bulk_config as config;
+
+/// A client connected to `listener` and the session accepted for it.
+async fn connected(listener: &KcpListener) -> (KcpStream, KcpStream) {
+    let addr = listener.local_addr().unwrap();
+    let mut c = KcpStream::connect(addr, config()).await.unwrap();
+    c.write_all(b"x").await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    (c, s)
 }
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
@@ -56,21 +55,13 @@ async fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_session_gives_its_burst_buffers_back() {
     let listener = KcpListener::bind("127.0.0.1:0", config()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
 
     // A small exchange: what a session that never carried a burst holds.
-    let mut small_c = KcpStream::connect(addr, config()).await.unwrap();
-    small_c.write_all(b"hello").await.unwrap();
-    let (mut small_s, _) = listener.accept().await.unwrap();
-    let mut five = [0u8; 5];
-    small_s.read_exact(&mut five).await.unwrap();
+    let (small_c, _small_s) = connected(&listener).await;
     let small_held = small_c.stats().core_memory_bytes;
     assert!(small_held > 0, "stats publish the footprint");
 
-    let mut c = KcpStream::connect(addr, config()).await.unwrap();
-    c.write_all(b"x").await.unwrap();
-    let (mut s, _) = listener.accept().await.unwrap();
-    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    let (mut c, mut s) = connected(&listener).await;
     carry(&mut c, &mut s, &pattern(BURST, 1)).await;
 
     // Right after the burst both ends hold far more than the small session.
@@ -103,11 +94,7 @@ async fn a_quiet_session_gives_its_burst_buffers_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
     let listener = KcpListener::bind("127.0.0.1:0", config()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut c = KcpStream::connect(addr, config()).await.unwrap();
-    c.write_all(b"x").await.unwrap();
-    let (mut s, _) = listener.accept().await.unwrap();
-    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    let (mut c, mut s) = connected(&listener).await;
     let before = c.stats().core_memory_bytes;
     carry(&mut c, &mut s, &pattern(BURST, 3)).await;
     carry(&mut s, &mut c, &pattern(BURST, 5)).await;

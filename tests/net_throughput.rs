@@ -12,7 +12,6 @@
 use std::time::{Duration, Instant};
 
 use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
-use kcp_rs::KcpConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -23,20 +22,9 @@ fn megabytes() -> usize {
         .unwrap_or(256)
 }
 
-/// A configuration for bulk transfer: stream mode, large windows.
-pub fn bulk_config() -> SessionConfig {
-    SessionConfig {
-        kcp: KcpConfig {
-            stream: true,
-            snd_wnd: 1024,
-            rcv_wnd: 1024,
-            ..KcpConfig::fast()
-        },
-        send_queue_limit: 4 << 20,
-        recv_queue_limit: 4 << 20,
-        ..SessionConfig::default()
-    }
-}
+#[path = "support/bulk_config.rs"]
+mod bulk_config;
+use bulk_config::bulk_config;
 
 /// Sends `bytes` from a client to the listener's session; returns MB/s
 /// measured at the receiver (first byte of the connect to last byte read).

@@ -28,18 +28,15 @@ const CONV: u32 = 0x4b43_5021;
 const SINK_BYTES: usize = 512 << 10;
 const SINK_DATAGRAMS: usize = 1024;
 
-/// Datagrams written by the `kcp` crate, back to back in one buffer (no
-/// allocation per datagram once warm, like the other two sinks).
-#[derive(Clone, Default)]
-struct Sink(Rc<RefCell<(Vec<u8>, Vec<usize>)>>);
+/// Datagrams written by the `kcp` crate, into the same sink type as the
+/// other two (an `Outbox` shared with the wrapper, which drains it).
+#[derive(Clone)]
+struct Sink(Rc<RefCell<Outbox>>);
 
 impl io::Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut s = self.0.borrow_mut();
-        s.0.extend_from_slice(buf);
-        let end = s.0.len();
-        s.1.push(end);
-        Ok(buf.len())
+        kcp_rs::KcpOutput::output(&mut *self.0.borrow_mut(), buf)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -54,14 +51,10 @@ struct KcpCrate {
 
 impl KcpCrate {
     fn new(cfg: &KcpConfig) -> KcpCrate {
-        let sink = Sink::default();
-        {
-            let mut s = sink.0.borrow_mut();
-            s.0.resize(SINK_BYTES, 0xa5);
-            s.1.resize(SINK_DATAGRAMS, usize::MAX);
-            s.0.clear();
-            s.1.clear();
-        }
+        let sink = Sink(Rc::new(RefCell::new(Outbox::with_room(
+            SINK_BYTES,
+            SINK_DATAGRAMS,
+        ))));
         let mut kcp = if cfg.stream {
             kcp::Kcp::new_stream(CONV, sink.clone())
         } else {
@@ -90,15 +83,7 @@ impl Peer for KcpCrate {
         self.kcp.flush().expect("flush");
     }
     fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
-        let mut s = self.sink.0.borrow_mut();
-        let (bytes, ends) = &mut *s;
-        let mut start = 0;
-        for &end in ends.iter() {
-            f(&bytes[start..end]);
-            start = end;
-        }
-        bytes.clear();
-        ends.clear();
+        self.sink.0.borrow_mut().drain(f);
     }
     fn wait_snd(&self) -> u32 {
         self.kcp.wait_snd() as u32

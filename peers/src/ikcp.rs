@@ -160,13 +160,9 @@ impl fmt::Display for IkcpError {
 
 impl std::error::Error for IkcpError {}
 
-/// Datagrams ikcp has output, back to back in one buffer (no allocation per
-/// datagram once warmed up, like [`kcp_rs::sim::Outbox`]).
-#[derive(Default)]
-struct Sink {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
+/// Datagrams ikcp has output: the same sink our core writes to in the
+/// simulator and the benchmarks, so that both pay the same for it.
+type Sink = kcp_rs::sim::Outbox;
 
 /// One ikcp session driven by a virtual clock.
 ///
@@ -344,15 +340,8 @@ impl Ikcp {
     }
 
     /// Hands every datagram output so far to `f`, oldest first.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) {
-        let sink = self.sink_mut();
-        let mut start = 0;
-        for &end in &sink.ends {
-            f(&sink.bytes[start..end]);
-            start = end;
-        }
-        sink.bytes.clear();
-        sink.ends.clear();
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) {
+        self.sink_mut().drain(f);
     }
 
     /// Every datagram output so far, as owned vectors.
@@ -363,22 +352,22 @@ impl Ikcp {
     }
 
     /// Gives the output sink room for `datagrams` datagrams of `bytes` in
-    /// all, allocated and touched now (as [`kcp_rs::sim::Outbox::with_room`]
-    /// does for ours), so that a measurement does not count its growth.
+    /// all, allocated and touched now ([`kcp_rs::sim::Outbox::with_room`]),
+    /// so that a measurement does not count its growth.
+    ///
+    /// # Panics
+    /// When datagrams are waiting in the sink.
     pub fn reserve_output(&mut self, bytes: usize, datagrams: usize) {
         let sink = self.sink_mut();
-        let (b, e) = (sink.bytes.len(), sink.ends.len());
-        sink.bytes.resize(b + bytes, 0xa5);
-        sink.ends.resize(e + datagrams, usize::MAX);
-        sink.bytes.truncate(b);
-        sink.ends.truncate(e);
+        assert!(sink.is_empty(), "reserve_output with datagrams waiting");
+        *sink = Sink::with_room(bytes, datagrams);
     }
 
     /// Datagrams output and not yet drained.
     pub fn output_len(&self) -> usize {
         // SAFETY: the sink is alive for `self`'s lifetime and no mutable
         // reference to it exists while `&self` is borrowed.
-        unsafe { self.sink.as_ref() }.ends.len()
+        unsafe { self.sink.as_ref() }.len()
     }
 
     /// The control block, read only (all of ikcp's state).
@@ -481,9 +470,10 @@ unsafe extern "C" fn collect(
     let sink = unsafe { &mut *user.cast::<Sink>() };
     // SAFETY: ikcp passes its flush buffer with `len` initialised bytes.
     let data = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), n) };
-    sink.bytes.extend_from_slice(data);
-    sink.ends.push(sink.bytes.len());
-    0
+    match kcp_rs::KcpOutput::output(sink, data) {
+        Ok(_) => 0,
+        Err(_) => -1,
+    }
 }
 
 #[cfg(test)]
