@@ -20,8 +20,10 @@
 //! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
 //! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
 //! ping-pong tables to run, e.g. `1,3`; default all),
-//! `ASYNC_BENCH_PINGPONG=workers|main` (only one of the two ping-pong
-//! tables), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
+//! `ASYNC_BENCH_PINGPONG=workers|main|processes` (only one of the three
+//! ping-pong tables: every side a task on one runtime's workers; the client
+//! on the main thread; the echo server in a child process of its own, as
+//! two programs would be), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
 //! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
 //! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
 //! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
@@ -64,7 +66,10 @@ const HELLO: &[u8; 8] = b"hello!!!";
 
 fn main() {
     if let Ok(role) = std::env::var("ASYNC_BENCH_CHILD") {
-        idle_child(&role);
+        match role.strip_prefix("echo:") {
+            Some(index) => echo_child(index.parse().expect("case index")),
+            None => idle_child(&role),
+        }
         return;
     }
     let scenarios =
@@ -78,11 +83,14 @@ fn main() {
     }
     if run("pingpong") {
         let mode = std::env::var("ASYNC_BENCH_PINGPONG").unwrap_or_default();
-        if mode != "main" {
-            pingpong_table(true);
-        }
-        if mode != "workers" {
-            pingpong_table(false);
+        for (name, topology) in [
+            ("workers", Topology::Workers),
+            ("main", Topology::Main),
+            ("processes", Topology::Processes),
+        ] {
+            if mode.is_empty() || mode == name {
+                pingpong_table(topology);
+            }
         }
     }
     if run("idle") {
@@ -545,17 +553,30 @@ struct PingPong {
 /// one's runtime was torn down), one table line per run, then a summary:
 /// median p50 / p99 per row over the runs, and per repetition the p99 of
 /// the first kcp_rs::net row against the first tokio_kcp row.
-fn pingpong_table(client_on_workers: bool) {
+/// Where the ping-pong's client and echo server run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// Both are tasks on the same runtime's workers.
+    Workers,
+    /// The client on the main thread (`block_on`), the server a task.
+    Main,
+    /// The server in a child process with a runtime of its own, the client
+    /// a task on this process's workers: two programs, as in production.
+    Processes,
+}
+
+fn pingpong_table(topology: Topology) {
     let rtts: usize = env_or("ASYNC_BENCH_RTTS", 10_000);
     let reps: usize = env_or("ASYNC_BENCH_PINGPONG_REPS", 1).max(1);
     println!(
         "\n## Ping-pong: 64-byte messages, {WARMUP_RTTS} warm-up round trips, then up to {rtts} (or {} s); \
          client {}{}\n",
         PINGPONG_BUDGET.as_secs(),
-        if client_on_workers {
-            "a task on the runtime's workers"
-        } else {
-            "on the main thread (`block_on`)"
+        match topology {
+            Topology::Workers => "a task on the runtime's workers",
+            Topology::Main => "on the main thread (`block_on`)",
+            Topology::Processes =>
+                "a task on the runtime's workers, echo server in a child process (its own runtime)",
         },
         if reps > 1 {
             format!("; {reps} interleaved runs per row")
@@ -575,7 +596,7 @@ fn pingpong_table(client_on_workers: bool) {
         }
         for i in order {
             let case = &cases[i];
-            let r = pingpong_run(case, client_on_workers, rtts);
+            let r = pingpong_run(i, case, topology, rtts);
             match &r {
                 Ok(p) => println!(
                     "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
@@ -656,25 +677,46 @@ fn pingpong_summary(cases: &[Case], results: &[Vec<Option<PingPong>>]) {
 }
 
 /// One ping-pong row on a fresh runtime.
-fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<PingPong, String> {
+fn pingpong_run(
+    index: usize,
+    case: &Case,
+    topology: Topology,
+    rtts: usize,
+) -> Result<PingPong, String> {
+    // The echo server of `Topology::Processes`, killed when this returns.
+    let mut server = None;
+    let mut server_addr = None;
+    if topology == Topology::Processes {
+        let child = ChildLines::spawn(&format!("echo:{index}"), 1, 0);
+        let Some(line) = child.wait_for("LISTENING ", Duration::from_secs(30)) else {
+            return Err("echo server did not start".into());
+        };
+        server_addr = Some(
+            line["LISTENING ".len()..]
+                .parse::<SocketAddr>()
+                .expect("address"),
+        );
+        server = Some(child);
+    }
     let rt = runtime();
     let (imp, name) = (case.imp.clone(), case.name);
     let client = async move {
-        let (mut c, mut s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
-            .await
-            .expect("connect timed out")
-            .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-        let echo = tokio::spawn(async move {
-            let mut b = [0u8; 64];
-            loop {
-                if s.read_exact(&mut b).await.is_err() {
-                    break;
-                }
-                if s.write_all(&b).await.is_err() || s.flush().await.is_err() {
-                    break;
-                }
+        let (mut c, guard, echo) = match server_addr {
+            Some(addr) => {
+                let c = timeout(CONNECT_TIMEOUT, connect(&imp, addr))
+                    .await
+                    .expect("connect timed out")
+                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+                (c, None, None)
             }
-        });
+            None => {
+                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
+                    .await
+                    .expect("connect timed out")
+                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+                (c, Some(guard), Some(tokio::spawn(echo(s))))
+            }
+        };
         let mut samples = Vec::with_capacity(rtts);
         let mut msg = [0u8; 64];
         let mut back = [0u8; 64];
@@ -716,16 +758,18 @@ fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<Pin
             i += 1;
         }
         let preempted = preemptions().saturating_sub(preempted_at_start);
-        echo.abort();
+        if let Some(e) = echo {
+            e.abort();
+        }
         drop(guard);
         (samples, failure, preempted)
     };
-    let r = if client_on_workers {
-        on_workers(&rt, client)
-    } else {
-        rt.block_on(client)
+    let r = match topology {
+        Topology::Workers | Topology::Processes => on_workers(&rt, client),
+        Topology::Main => rt.block_on(client),
     };
     rt.shutdown_timeout(Duration::from_secs(2));
+    drop(server);
     let (mut samples, failure, preempted) = r;
     if let Some(f) = failure {
         return Err(format!("{} then {f}", samples.len()));
@@ -764,6 +808,94 @@ fn pingpong_run(case: &Case, client_on_workers: bool, rtts: usize) -> Result<Pin
         max: us(samples[samples.len() - 1]),
         mean: samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64,
     })
+}
+
+/// Echoes 64-byte messages until the connection fails.
+async fn echo(mut s: Conn) {
+    let mut b = [0u8; 64];
+    loop {
+        if s.read_exact(&mut b).await.is_err() {
+            break;
+        }
+        if s.write_all(&b).await.is_err() || s.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A client connection to `addr`.
+async fn connect(imp: &Imp, addr: SocketAddr) -> io::Result<Conn> {
+    Ok(match imp {
+        Imp::Ours(cfg) => Box::new(KcpStream::connect(addr, cfg.clone()).await?),
+        Imp::TokioKcp { cfg, sock_buf } => {
+            let u = udp_socket(localhost(), *sock_buf)?;
+            Box::new(
+                tokio_kcp::KcpStream::connect_with_socket(cfg, u, addr)
+                    .await
+                    .map_err(io::Error::from)?,
+            )
+        }
+        Imp::Tcp => {
+            let c = tokio::net::TcpStream::connect(addr).await?;
+            c.set_nodelay(true)?;
+            Box::new(c)
+        }
+    })
+}
+
+/// The child process of `Topology::Processes`: listens with row `index`'s
+/// implementation, prints `LISTENING <addr>` and echoes every connection
+/// until the parent kills it.
+fn echo_child(index: usize) {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(3);
+    });
+    let imp = cases()[index].imp.clone();
+    let rt = runtime();
+    rt.block_on(async move {
+        let (addr, _guard): (SocketAddr, Guard) = match imp {
+            Imp::Ours(cfg) => {
+                let l = KcpListener::bind(localhost(), cfg).await.expect("bind");
+                let addr = l.local_addr().expect("local_addr");
+                let task = tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        tokio::spawn(echo(Box::new(s)));
+                    }
+                });
+                (addr, Box::new(task))
+            }
+            Imp::TokioKcp { cfg, sock_buf } => {
+                let udp = udp_socket(localhost(), sock_buf).expect("bind");
+                let mut l = tokio_kcp::KcpListener::from_socket(cfg, udp)
+                    .await
+                    .expect("listener");
+                let addr = l.local_addr().expect("local_addr");
+                let task = tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        tokio::spawn(echo(Box::new(s)));
+                    }
+                });
+                (addr, Box::new(task))
+            }
+            Imp::Tcp => {
+                let l = tokio::net::TcpListener::bind(localhost())
+                    .await
+                    .expect("bind");
+                let addr = l.local_addr().expect("local_addr");
+                let task = tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        if s.set_nodelay(true).is_ok() {
+                            tokio::spawn(echo(Box::new(s)));
+                        }
+                    }
+                });
+                (addr, Box::new(task))
+            }
+        };
+        println!("LISTENING {addr}");
+        std::future::pending::<()>().await;
+    });
 }
 
 // ----- 3. idle sessions ---------------------------------------------------------
