@@ -95,9 +95,20 @@ pub(crate) const TIMER_BATCH: usize = 256;
 pub(crate) const MAX_PASSES: usize = 4;
 
 /// How long ACKs held for a reader's reply wait at most (see
-/// `Endpoint::drive`), for a reader that neither answers nor reads again.
-/// tokio's timer resolution is a millisecond, so they may wait up to two.
-const ACK_HOLD_MAX: Duration = Duration::from_millis(1);
+/// `Endpoint::drive`), for a reader that takes the data but neither answers
+/// nor reads again (an application busy elsewhere); tokio's timer may add a
+/// millisecond. In a steady request/response exchange a hold starts on
+/// every request, so the socket task's timer always sits this far ahead and
+/// wakes the thread this often for nothing (the timer keeps the earliest
+/// deadline it was given; see `deadlines.rs`). It was 1 ms: a wake-up every
+/// millisecond, which with the echo server in a process of its own beside
+/// a busy CPU put 36–43% of round trips at ~32 µs instead of 20 (tokio_kcp:
+/// 7%); at 5 ms 13–18%, at 20 ms 12% but a worse p99
+/// (docs/benchmarks_async.md). 5 ms stays below the minimum RTO of ikcp's
+/// modes (30 ms with `nodelay`, 100 ms without) and the 10 ms of
+/// `test.cpp`'s fast mode, so a held ACK does not make such a peer resend;
+/// one configured with a lower `min_rto` may.
+const ACK_HOLD_MAX: Duration = Duration::from_millis(5);
 
 /// Initial room of the socket task's output buffers (`Outbox::with_room`):
 /// datagrams, and bytes of FEC-framed ones.
