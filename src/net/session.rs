@@ -230,8 +230,8 @@ pub(crate) struct Session {
     /// When the session finished and began to linger (see
     /// `SessionConfig::linger`): it only acknowledges from then on.
     pub lingering_since: Option<Instant>,
-    /// When to give the buffers of a burst back if the session stays quiet
-    /// (see `endpoint::plan_trim`).
+    /// When to give the buffers of a burst back if the session keeps
+    /// needing little of them (see `endpoint::plan_trim`).
     pub trim_at: Option<Instant>,
     /// The footprint above which the core's buffers are worth giving back.
     pub trim_above: usize,

@@ -48,7 +48,8 @@ impl Outbox {
     /// buffers start with room for any burst of small messages (an FEC
     /// group closed early is data, empty packets and parity at once), so
     /// that only bulk flushes grow them; they keep their largest size until a
-    /// session goes quiet (`Endpoint::drive` trims them).
+    /// session that grew in a burst is trimmed (`plan_trim` in
+    /// `endpoint.rs`).
     pub fn with_room(datagrams: usize, bytes: usize) -> Outbox {
         Outbox {
             buf: Vec::with_capacity(bytes),
