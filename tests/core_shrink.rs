@@ -49,8 +49,8 @@ fn transfer(p: &mut Pair, first: u32, count: u32, shrink: bool) -> usize {
         }
         peak = peak.max(p.a.memory_footprint().max(p.b.memory_footprint()));
         if shrink {
-            // Something is always queued, in flight or unread here: the
-            // pools that hold it must stay whole.
+            // Whatever is queued, in flight or unread here must stay where
+            // it is: a pool with a block in use stays whole.
             let before = (p.a.wait_snd(), p.b.queued_recv());
             p.a.shrink_to_fit();
             p.b.shrink_to_fit();
@@ -118,8 +118,9 @@ fn shrinking_during_a_transfer_releases_nothing_in_use() {
 fn a_direction_still_in_use_keeps_its_pool() {
     let mut p = pair(config(), LinkConfig::perfect(), 3, 0);
     transfer(&mut p, 0, 500, false);
-    // Queue more than a window without flushing: the send pool is in use,
-    // the receive side (everything read) is not.
+    // Queue 50 messages without flushing: a's send pool is in use; b read
+    // everything, so its receive pool is free (and a's never grew: a only
+    // received ACKs).
     for i in 0..50 {
         p.a.send(&message(i, p.a.mss())).unwrap();
     }
@@ -130,7 +131,8 @@ fn a_direction_still_in_use_keeps_its_pool() {
     let b_before = p.b.memory_footprint();
     assert!(p.b.shrink_to_fit() > 0, "the receiver read everything");
     assert!(p.b.memory_footprint() < b_before);
-    // The queued messages still arrive intact.
+    // The queued messages still arrive intact (a transfer of no new
+    // messages: steps until everything is acknowledged).
     transfer(&mut p, 50, 0, false);
     let mut buf = vec![0u8; p.a.mss()];
     for i in 0..50 {

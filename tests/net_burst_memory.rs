@@ -12,6 +12,10 @@ use kcp_rs::net::{KcpListener, KcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BURST: usize = 4 << 20;
+/// The session layer's trim threshold: growth over a new session's
+/// footprint below which nothing is given back (`TRIM_GROWTH` in
+/// `src/net/endpoint.rs`).
+const TRIM_GROWTH: usize = 4 * 64 * 1024;
 
 #[path = "support/bulk_config.rs"]
 mod bulk_config;
@@ -64,16 +68,24 @@ async fn a_quiet_session_gives_its_burst_buffers_back() {
     let (mut c, mut s) = connected(&listener).await;
     carry(&mut c, &mut s, &pattern(BURST, 1)).await;
 
-    // Right after the burst both ends hold far more than the small session.
+    // Right after the burst the sender holds far more than the small
+    // session. (How much the receiver's pool grows depends on how many
+    // datagrams a receive call batches: with `batch-io` about as much,
+    // without it far less.)
     let held = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
     assert!(
-        held.0 > small_held + 500_000 && held.1 > small_held + 500_000,
+        held.0 > small_held + 500_000,
         "after {BURST} bytes: {held:?}, small session {small_held}"
     );
 
-    // A second later both are back to at most the small session's.
+    // A second later both are back to at most the small session's; a side
+    // that grew less than the layer's trim threshold (4 × 64 KiB over a new
+    // session) keeps what it has, by design.
+    let kept = |now: usize, grown: usize| {
+        now <= small_held || (grown <= small_held + TRIM_GROWTH && now == grown)
+    };
     let back = eventually(Duration::from_secs(5), || {
-        c.stats().core_memory_bytes <= small_held && s.stats().core_memory_bytes <= small_held
+        kept(c.stats().core_memory_bytes, held.0) && kept(s.stats().core_memory_bytes, held.1)
     })
     .await;
     assert!(
@@ -98,6 +110,7 @@ async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
     let before = c.stats().core_memory_bytes;
     carry(&mut c, &mut s, &pattern(BURST, 3)).await;
     carry(&mut s, &mut c, &pattern(BURST, 5)).await;
+    // Each end sent 4 MiB: both send pools grew.
     let burst = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
     assert!(
         burst.0 > before + 500_000 && burst.1 > before + 500_000,
@@ -107,7 +120,9 @@ async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
     // A request and its answer every 50 ms, never a quiet second: both ends
     // must still give the burst's buffers back, keeping a few blocks.
     let few = before + 16 * 1400;
-    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    // A trim that finds a block in use (a message in flight) is tried
+    // again a second later: allow several.
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut i = 0;
     let back = loop {
         let held = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
@@ -125,9 +140,11 @@ async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
     };
     assert!(
         back,
-        "still held after 5 s of small messages: {} / {} (before the burst {before})",
+        "still held after 10 s of small messages: {} / {} (before the burst {before})",
         c.stats().core_memory_bytes,
         s.stats().core_memory_bytes
     );
-    assert!(i >= 10, "the exchange ran {i} rounds");
+    // The trim came during the exchange, not before it (a trim takes a
+    // second; each round at least 50 ms).
+    assert!(i >= 5, "the exchange ran {i} rounds");
 }

@@ -52,8 +52,8 @@ struct KcpCrate {
 impl KcpCrate {
     fn new(cfg: &KcpConfig) -> KcpCrate {
         let sink = Sink(Rc::new(RefCell::new(Outbox::with_room(
-            SINK_BYTES,
             SINK_DATAGRAMS,
+            SINK_BYTES,
         ))));
         let mut kcp = if cfg.stream {
             kcp::Kcp::new_stream(CONV, sink.clone())
@@ -127,12 +127,12 @@ impl Impl {
     fn make(self, cfg: &KcpConfig) -> Box<dyn Peer> {
         match self {
             Impl::Ours | Impl::OursInPlace => {
-                let sink = Outbox::with_room(SINK_BYTES, SINK_DATAGRAMS);
+                let sink = Outbox::with_room(SINK_DATAGRAMS, SINK_BYTES);
                 Box::new(Kcp::with_config(CONV, sink, *cfg).unwrap())
             }
             Impl::Ikcp => {
                 let mut ikcp = Ikcp::with_config(CONV, cfg).unwrap();
-                ikcp.reserve_output(SINK_BYTES, SINK_DATAGRAMS);
+                ikcp.reserve_output(SINK_DATAGRAMS, SINK_BYTES);
                 Box::new(ikcp)
             }
             Impl::KcpCrate => Box::new(KcpCrate::new(cfg)),

@@ -357,10 +357,10 @@ impl Ikcp {
     ///
     /// # Panics
     /// When datagrams are waiting in the sink.
-    pub fn reserve_output(&mut self, bytes: usize, datagrams: usize) {
+    pub fn reserve_output(&mut self, datagrams: usize, bytes: usize) {
         let sink = self.sink_mut();
         assert!(sink.is_empty(), "reserve_output with datagrams waiting");
-        *sink = Sink::with_room(bytes, datagrams);
+        *sink = Sink::with_room(datagrams, bytes);
     }
 
     /// Datagrams output and not yet drained.

@@ -119,10 +119,15 @@ const OUTBOX_BYTES: usize = 4096;
 /// A session whose buffers grew in a burst gives them back once it has
 /// needed no more than `TRIM_SLACK` for this long (see `plan_trim`).
 const TRIM_AFTER: Duration = Duration::from_secs(1);
-/// Growth over a new session's footprint below which nothing is given back:
-/// a session carrying small messages keeps its few blocks and never pays
-/// for a wake-up or a regrowth.
+/// Payload a session may need at once (segments held × MTU) and still count
+/// as needing little: above it, a burst is under way.
 const TRIM_SLACK: usize = 64 * 1024;
+/// Growth over a new session's footprint below which nothing is given back.
+/// Pools grow by doubling, so a session whose need stays within
+/// `TRIM_SLACK` can hold up to about twice that in each direction; four
+/// times leaves such a session alone (no wake-up, no regrowth) while a real
+/// burst (1.4 MB each way with 1,024-segment windows) is still caught.
+const TRIM_GROWTH: usize = 4 * TRIM_SLACK;
 
 /// A stream and its peer, as `accept` returns them.
 pub(crate) type Accepted = (KcpStream, SocketAddr);
@@ -567,7 +572,7 @@ impl Endpoint {
     ) -> io::Result<(Session, KcpStream)> {
         let cfg = &self.cfg;
         let kcp = Kcp::with_config(conv, Outbox::default(), cfg.core_config())?;
-        let trim_above = kcp.memory_footprint() + TRIM_SLACK;
+        let trim_above = kcp.memory_footprint() + TRIM_GROWTH;
         #[cfg(feature = "fec")]
         let fec = match cfg.fec {
             Some(f) => Some(Box::new(super::fec::FecState::new(f)?)),
@@ -717,6 +722,8 @@ impl Endpoint {
     fn drive(&mut self, id: u64, now: Instant) -> Option<(Option<CloseReason>, Ending)> {
         let now_ms = self.ms(now);
         let cfg = &*self.cfg;
+        // A client's socket task serves this session alone (see the trim).
+        let sole = self.sessions.len() == 1;
         let sess = self.sessions.get_mut(&id)?;
         sess.dirty = false;
         sess.shared.wake_pending.store(false, SeqCst);
@@ -900,14 +907,19 @@ impl Endpoint {
             }
             begin_linger(sess, now, &self.counters);
         }
-        if plan_trim(sess, now, cfg.kcp.mtu as usize) {
+        let mtu = cfg.kcp.mtu as usize;
+        if plan_trim(sess, now, mtu) {
             sess.kcp.shrink_to_fit();
-            // The task's output buffers grew with the largest flush; one
-            // session's bulk regrows them at its next drive.
-            self.tx.shrink_to_room(OUTBOX_DATAGRAMS, 0);
-            #[cfg(feature = "fec")]
-            if self.cfg.fec.is_some() {
-                self.wire.shrink_to_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES);
+            // The task's output buffers grew with the largest flush. They
+            // are the task's, not the session's: a listener's serve every
+            // session and stay (one set per socket); a client's socket
+            // task has this session alone.
+            if sole {
+                self.tx.shrink_to_room(OUTBOX_DATAGRAMS, 0);
+                #[cfg(feature = "fec")]
+                if self.cfg.fec.is_some() {
+                    self.wire.shrink_to_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES);
+                }
             }
         }
         let lingering = sess.lingering_since.is_some();
@@ -943,7 +955,9 @@ impl Endpoint {
         if let Some(repeat) = next_window_answer(sess) {
             at = at.min(repeat);
         }
-        if let Some(trim) = sess.trim_at {
+        // Filed only once the session needs little: while it needs more
+        // (a burst, a reader that stopped) the deadline only moves along.
+        if let Some(trim) = sess.trim_at.filter(|_| !needs_much(sess, mtu)) {
             at = at.min(trim);
         }
         #[cfg(feature = "fec")]
@@ -960,21 +974,23 @@ impl Endpoint {
 
 /// Whether `drive` should give the session's burst-sized buffers back now.
 ///
-/// KCP's payload pools and the task's output buffers keep the size of the
-/// largest burst so that a busy session allocates nothing; a session that
-/// has gone quiet, or back to small messages (a game server's session after
-/// loading a level), should not hold a window's worth (1.4 MB each way with
-/// 1,024-segment windows) for the rest of its life. Every drive at which
-/// the session's segments in use need more than `TRIM_SLACK` sets the trim
-/// deadline `TRIM_AFTER` ahead; once the session holds more than
-/// `TRIM_SLACK` over a new one's footprint and the deadline has passed,
-/// the drive trims (`Kcp::shrink_to_fit` releases each pool with no block
-/// in use; if one was in use the deadline is set again, a second later). A
-/// session that keeps needing more than the slack never trims; one that
-/// needs less trims once and then stays within the slack: no more wake-ups
-/// or regrowth.
+/// KCP's payload pools and a client's socket-task output buffers keep the
+/// size of the largest burst so that a busy session allocates nothing; a
+/// session that has gone quiet, or back to small messages (a game server's
+/// session after loading a level), should not hold a window's worth (1.4 MB
+/// each way with 1,024-segment windows) for the rest of its life. Every
+/// drive at which the session's segments in use need more than
+/// `TRIM_SLACK` moves the trim time to `TRIM_AFTER` ahead, without filing it
+/// as a deadline; once the session needs less, the time is filed, and the
+/// first drive at or after it trims if the session holds more than
+/// `TRIM_GROWTH` over a new one's footprint. `Kcp::shrink_to_fit` releases
+/// each pool with no block in use; a pool with one block in use stays whole
+/// (blocks are named by index), and the next drive sets a new trim time a
+/// second ahead. So a session that exchanges small messages with one always
+/// in flight (a message interval shorter than the RTT) keeps its send pool:
+/// a limit, documented in docs/net_performance.md.
 fn plan_trim(sess: &mut Session, now: Instant, mtu: usize) -> bool {
-    if sess.kcp.segments_held() as usize * mtu > TRIM_SLACK {
+    if needs_much(sess, mtu) {
         sess.trim_at = Some(now + TRIM_AFTER);
         return false;
     }
@@ -993,6 +1009,11 @@ fn plan_trim(sess: &mut Session, now: Instant, mtu: usize) -> bool {
             false
         }
     }
+}
+
+/// Whether the segments the session holds need more than `TRIM_SLACK`.
+fn needs_much(sess: &Session, mtu: usize) -> bool {
+    sess.kcp.segments_held() as usize * mtu > TRIM_SLACK
 }
 
 const REFUSED: &str = "the peer's host reports its port closed (ICMP port unreachable)";

@@ -29,7 +29,8 @@ pub struct SessionStats {
     /// ([`Kcp::memory_footprint`](crate::Kcp::memory_footprint)): fixed
     /// rings plus payload blocks. A burst grows the blocks to what it had in
     /// flight; they are given back once the session has needed less than
-    /// 64 KiB of them for a second.
+    /// 64 KiB of them for a second (a pool with a block still in use stays
+    /// whole).
     pub core_memory_bytes: usize,
     /// Application bytes handed to KCP for sending.
     pub app_bytes_sent: u64,

@@ -180,7 +180,7 @@ impl Outbox {
     /// does not count this buffer's growth or its first page faults: the
     /// outbox stands for the kernel's socket buffer, not the session's
     /// memory.
-    pub fn with_room(bytes: usize, datagrams: usize) -> Outbox {
+    pub fn with_room(datagrams: usize, bytes: usize) -> Outbox {
         // Written, not zeroed: a zeroed allocation may be fresh pages that
         // are only mapped at the first write.
         let mut out = Outbox {
