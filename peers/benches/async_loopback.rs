@@ -1173,18 +1173,7 @@ async fn idle_connect(imp: &Imp, addr: SocketAddr, n: usize, held: Arc<Mutex<Vec
             let i = next as u32;
             set.spawn(async move {
                 timeout(Duration::from_secs(20), async move {
-                    let mut c: Conn = match &imp {
-                        Imp::Ours(cfg) => Box::new(KcpStream::connect(addr, cfg.clone()).await?),
-                        Imp::TokioKcp { cfg, sock_buf } => {
-                            let u = udp_socket(localhost(), *sock_buf)?;
-                            Box::new(
-                                tokio_kcp::KcpStream::connect_with_socket(cfg, u, addr)
-                                    .await
-                                    .map_err(io::Error::from)?,
-                            )
-                        }
-                        Imp::Tcp => unreachable!("no idle run for TCP"),
-                    };
+                    let mut c = connect(&imp, addr).await?;
                     c.write_all(&i.to_le_bytes()).await?;
                     c.flush().await?;
                     let mut b = [0u8; 4];
