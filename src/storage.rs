@@ -226,16 +226,14 @@ mod imp {
         }
 
         /// Gives every block back to the allocator when none is in use, so
-        /// that the pool starts over as a new one; returns whether it did.
-        /// A block in use pins them all (blocks are named by index).
-        pub fn release_if_unused(&mut self) -> bool {
-            if self.made == 0 || self.free.len() != self.made as usize {
-                return false;
+        /// that the pool starts over as a new one. A block in use pins them
+        /// all (blocks are named by index).
+        pub fn release_if_unused(&mut self) {
+            if self.made > 0 && self.free.len() == self.made as usize {
+                self.bytes = Vec::new();
+                self.free.clear();
+                self.made = 0;
             }
-            self.bytes = Vec::new();
-            self.free.clear();
-            self.made = 0;
-            true
         }
 
         /// Bytes held now (payload plus free list).
@@ -344,9 +342,7 @@ mod imp {
         }
 
         /// Storage is inline: nothing to give back.
-        pub fn release_if_unused(&mut self) -> bool {
-            false
-        }
+        pub fn release_if_unused(&mut self) {}
 
         pub fn footprint(&self) -> usize {
             core::mem::size_of::<Self>()

@@ -907,19 +907,17 @@ impl Endpoint {
             }
             begin_linger(sess, now, &self.counters);
         }
-        let mtu = cfg.kcp.mtu as usize;
-        if plan_trim(sess, now, mtu) {
+        let needs_much = sess.kcp.segments_held() as usize * cfg.kcp.mtu as usize > TRIM_SLACK;
+        if plan_trim(sess, now, needs_much) {
             sess.kcp.shrink_to_fit();
             // The task's output buffers grew with the largest flush. They
             // are the task's, not the session's: a listener's serve every
             // session and stay (one set per socket); a client's socket
             // task has this session alone.
             if sole {
-                self.tx.shrink_to_room(OUTBOX_DATAGRAMS, 0);
+                self.tx.shrink_to_room();
                 #[cfg(feature = "fec")]
-                if self.cfg.fec.is_some() {
-                    self.wire.shrink_to_room(OUTBOX_DATAGRAMS, OUTBOX_BYTES);
-                }
+                self.wire.shrink_to_room();
             }
         }
         let lingering = sess.lingering_since.is_some();
@@ -957,7 +955,7 @@ impl Endpoint {
         }
         // Filed only once the session needs little: while it needs more
         // (a burst, a reader that stopped) the deadline only moves along.
-        if let Some(trim) = sess.trim_at.filter(|_| !needs_much(sess, mtu)) {
+        if let Some(trim) = sess.trim_at.filter(|_| !needs_much) {
             at = at.min(trim);
         }
         #[cfg(feature = "fec")]
@@ -989,8 +987,11 @@ impl Endpoint {
 /// second ahead. So a session that exchanges small messages with one always
 /// in flight (a message interval shorter than the RTT) keeps its send pool:
 /// a limit, documented in docs/net_performance.md.
-fn plan_trim(sess: &mut Session, now: Instant, mtu: usize) -> bool {
-    if needs_much(sess, mtu) {
+///
+/// `needs_much`: the segments the session holds need more than
+/// `TRIM_SLACK` (segments held × MTU).
+fn plan_trim(sess: &mut Session, now: Instant, needs_much: bool) -> bool {
+    if needs_much {
         sess.trim_at = Some(now + TRIM_AFTER);
         return false;
     }
@@ -1009,11 +1010,6 @@ fn plan_trim(sess: &mut Session, now: Instant, mtu: usize) -> bool {
             false
         }
     }
-}
-
-/// Whether the segments the session holds need more than `TRIM_SLACK`.
-fn needs_much(sess: &Session, mtu: usize) -> bool {
-    sess.kcp.segments_held() as usize * mtu > TRIM_SLACK
 }
 
 const REFUSED: &str = "the peer's host reports its port closed (ICMP port unreachable)";

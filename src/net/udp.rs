@@ -33,6 +33,8 @@ use super::config::SessionConfig;
 pub(crate) struct Outbox {
     pub buf: Vec<u8>,
     pub lens: Vec<usize>,
+    /// The room it was made with: (datagrams, bytes).
+    room: (usize, usize),
 }
 
 impl crate::KcpOutput for Outbox {
@@ -54,6 +56,7 @@ impl Outbox {
         Outbox {
             buf: Vec::with_capacity(bytes),
             lens: Vec::with_capacity(datagrams),
+            room: (datagrams, bytes),
         }
     }
 
@@ -62,11 +65,11 @@ impl Outbox {
         self.lens.clear();
     }
 
-    /// Gives back what a burst grew beyond [`with_room`](Self::with_room)'s
-    /// room (when empty, as between drives).
-    pub fn shrink_to_room(&mut self, datagrams: usize, bytes: usize) {
-        self.buf.shrink_to(bytes);
-        self.lens.shrink_to(datagrams);
+    /// Gives back what a burst grew beyond the room it was made with (when
+    /// empty, as between drives).
+    pub fn shrink_to_room(&mut self) {
+        self.lens.shrink_to(self.room.0);
+        self.buf.shrink_to(self.room.1);
     }
 }
 
@@ -462,7 +465,7 @@ mod tests {
         }
         assert!(out.buf.capacity() >= 1_400_000 && out.lens.capacity() >= 1000);
         out.clear();
-        out.shrink_to_room(32, 4096);
+        out.shrink_to_room();
         assert!(out.buf.capacity() < 8192, "{}", out.buf.capacity());
         assert!(out.lens.capacity() < 64, "{}", out.lens.capacity());
         // Still usable; room is room, not a limit.
@@ -594,10 +597,8 @@ mod tests {
             .unwrap(); // the socket is dropped: the port is closed
         let live = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let live = live.local_addr().unwrap();
-        let out = Outbox {
-            buf: vec![1; 24],
-            lens: vec![24],
-        };
+        let mut out = Outbox::default();
+        crate::KcpOutput::output(&mut out, &[1; 24]).unwrap();
         let mut failed = None;
         for _ in 0..200 {
             io.send(closed, &out);
