@@ -418,6 +418,159 @@ mod tests {
         assert_eq!(g[3], 0xff);
     }
 
+    /// The input with which this target found `flush` skipping a segment
+    /// due after a clock jump of about 2^31 ms (fixed in 7102146), kept as
+    /// operations: a seed file decodes to other operations once `Op` gains
+    /// variants.
+    fn clock_jump_floor_scenario() -> Scenario {
+        use Op::*;
+        Scenario {
+            config: 4,
+            stream: true,
+            wrap_sn: true,
+            clock: 2234723578,
+            ops: vec![
+                Advance { ms: 65535 },
+                Check { side: true },
+                Send {
+                    side: true,
+                    len: 61830,
+                },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                RecvAll { side: false },
+                Recv {
+                    side: true,
+                    cap: 50981,
+                },
+                Send {
+                    side: true,
+                    len: 65535,
+                },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Send {
+                    side: true,
+                    len: 61830,
+                },
+                Update { side: true },
+                Update { side: false },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Recv {
+                    side: true,
+                    cap: 50981,
+                },
+                Recv {
+                    side: true,
+                    cap: 50981,
+                },
+                Send {
+                    side: true,
+                    len: 65535,
+                },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Send {
+                    side: true,
+                    len: 61830,
+                },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Flush { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Check { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Jump { delta: -1060540367 },
+                RecvAll { side: false },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Send {
+                    side: true,
+                    len: 61830,
+                },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Check { side: true },
+                Jump { delta: -242855154 },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Update { side: true },
+                Flush { side: true },
+                Update { side: true },
+                Update { side: true },
+                Swap { from: true },
+                Jump { delta: -953849053 },
+                Send {
+                    side: true,
+                    len: 65535,
+                },
+                Recv {
+                    side: false,
+                    cap: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn clock_jump_regression_settles() {
+        run(&clock_jump_floor_scenario());
+    }
+
     #[test]
     fn arbitrary_bytes_decode_to_a_scenario() {
         let bytes: Vec<u8> = (0..2048u32)

@@ -851,6 +851,8 @@ fn echo_child(index: usize) {
         std::thread::sleep(Duration::from_secs(120));
         std::process::exit(3);
     });
+    // `index` counts the rows the parent runs; the child inherits its
+    // environment, `ASYNC_BENCH_ROWS` included, so `cases()` is the same list.
     let imp = cases()[index].imp.clone();
     let rt = runtime();
     rt.block_on(async move {
