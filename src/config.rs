@@ -49,6 +49,18 @@ pub struct KcpConfig {
     /// First sequence number sent. ikcp starts at 0; tests use values near
     /// `u32::MAX` to exercise wraparound. Both ends must agree.
     pub initial_sn: u32,
+    /// Make every payload block at construction instead of on first use,
+    /// so that the session never calls the allocator again, not even in
+    /// its first burst (for threads that must not allocate once set up).
+    /// The session then holds [`Kcp::memory_footprint_max`] from the
+    /// start and [`Kcp::shrink_to_fit`] keeps it. Off by default: blocks
+    /// are made on first use and recycled, so an idle session stays small.
+    /// Without the `alloc` feature storage is inline and this changes
+    /// nothing.
+    ///
+    /// [`Kcp::memory_footprint_max`]: crate::Kcp::memory_footprint_max
+    /// [`Kcp::shrink_to_fit`]: crate::Kcp::shrink_to_fit
+    pub preallocate: bool,
 }
 
 impl Default for KcpConfig {
@@ -67,6 +79,7 @@ impl Default for KcpConfig {
             fast_limit: FASTACK_LIMIT,
             dead_link: DEADLINK,
             initial_sn: 0,
+            preallocate: false,
         }
     }
 }

@@ -162,8 +162,12 @@ impl<O: KcpOutput> Kcp<O> {
         let rcv = Ring::with_capacity(rcv_slots);
         // A send block keeps a header's room before the payload, so that a
         // segment that fills a datagram alone is output from its block.
-        let snd_pool = SendPool::new(OVERHEAD + mss as usize, snd.capacity());
-        let rcv_pool = RecvPool::new(mss as usize, rcv.capacity());
+        let mut snd_pool = SendPool::new(OVERHEAD + mss as usize, snd.capacity());
+        let mut rcv_pool = RecvPool::new(mss as usize, rcv.capacity());
+        if config.preallocate {
+            snd_pool.make_all();
+            rcv_pool.make_all();
+        }
         let sn = Seq::new(config.initial_sn);
         Ok(Kcp {
             conv,
@@ -1113,8 +1117,9 @@ impl<O: KcpOutput> Kcp<O> {
     /// The send side is released only when nothing is queued or
     /// unacknowledged ([`wait_snd`](Self::wait_snd) is 0), the receive side
     /// only when nothing waits to be read or behind a gap. Rings, the ACK
-    /// list and the flush buffer have fixed sizes and stay. Without the
-    /// `alloc` feature storage is inline and this returns 0.
+    /// list and the flush buffer have fixed sizes and stay. A session made
+    /// with [`KcpConfig::preallocate`] keeps everything, and without the
+    /// `alloc` feature storage is inline: both return 0.
     ///
     /// # Examples
     /// ```
@@ -1133,6 +1138,9 @@ impl<O: KcpOutput> Kcp<O> {
     pub fn shrink_to_fit(&mut self) -> usize {
         // Every queued, unacknowledged or received segment holds a block, so
         // "no block in use" is exactly the conditions above.
+        if self.cfg.preallocate {
+            return 0;
+        }
         let before = self.memory_footprint();
         self.snd_pool.release_if_unused();
         self.rcv_pool.release_if_unused();

@@ -64,7 +64,9 @@
 //! default profile, 38 KiB with `small-buffers`): put it in a `static` or on
 //! a thread with a big stack, not in a small task's frame. With `alloc`
 //! (implied by `std`) buffers are sized from the configuration instead and
-//! payload blocks are made on first use.
+//! payload blocks are made on first use, up to the windows, then recycled;
+//! [`KcpConfig::preallocate`] makes them all at construction, for a session
+//! that must never call the allocator once built.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -202,6 +202,17 @@ mod imp {
             Some(self.made - 1)
         }
 
+        /// Makes every block not made yet, written so that their pages are
+        /// mapped now too: from here on `take` never allocates.
+        pub fn make_all(&mut self) {
+            let total = self.max as usize * self.block;
+            self.bytes.reserve_exact(total - self.bytes.len());
+            self.bytes.resize(total, 0);
+            // Popped lowest first, the order `take` makes them in.
+            self.free.extend((self.made..self.max).rev());
+            self.made = self.max;
+        }
+
         #[inline]
         pub fn give(&mut self, id: u32) {
             debug_assert!(id < self.made);
@@ -340,6 +351,9 @@ mod imp {
         pub fn bytes_mut(&mut self, id: u32, start: usize, len: usize) -> &mut [u8] {
             &mut self.blocks[id as usize][start..start + len]
         }
+
+        /// Storage is inline: every block exists already.
+        pub fn make_all(&mut self) {}
 
         /// Storage is inline: nothing to give back.
         pub fn release_if_unused(&mut self) {}

@@ -309,3 +309,79 @@ impl ZeroCopyPair {
         }
     }
 }
+
+/// With `KcpConfig::preallocate` a session allocates nothing after
+/// construction, not even in its first burst: 3,000 messages of up to three
+/// segments through 1,024-segment windows, every 10th datagram each way
+/// lost. The same run without it grows the payload pools (the control: the
+/// counter sees that growth).
+#[test]
+fn preallocated_session_allocates_nothing_after_construction() {
+    /// Allocations from the first `send` to the last `recv`.
+    fn run(preallocate: bool) -> u64 {
+        let cfg = KcpConfig {
+            preallocate,
+            snd_wnd: 1024,
+            rcv_wnd: 1024,
+            ..KcpConfig::fast()
+        };
+        let mss = cfg.mss();
+        // The outboxes stand for socket buffers: room for the largest flush.
+        let outbox = || Outbox::with_room(4096, 4096 * cfg.mtu as usize);
+        let mut a = Kcp::with_config(9, outbox(), cfg).unwrap();
+        let mut b = Kcp::with_config(9, outbox(), cfg).unwrap();
+        let fresh = (a.memory_footprint(), b.memory_footprint());
+        if preallocate {
+            assert_eq!(fresh, (a.memory_footprint_max(), b.memory_footprint_max()));
+        }
+        let len = |i: u32| 1 + (i as usize * 997) % (3 * mss);
+        let (mut msg, mut buf) = (vec![0u8; 3 * mss], vec![0u8; 3 * mss]);
+        let (mut sent, mut got, mut clock, mut seen) = (0u32, 0u32, 0u32, 0u32);
+        let total = 3_000;
+
+        let before = allocations();
+        while got < total {
+            while sent < total {
+                let m = &mut msg[..len(sent)];
+                m.fill(sent as u8);
+                match a.send(m) {
+                    Ok(_) => sent += 1,
+                    Err(KcpError::BufferFull) => break,
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            clock += 10;
+            a.update(clock);
+            b.update(clock);
+            let mut lossy = |d: &[u8], to: &mut Kcp<Outbox>| {
+                seen += 1;
+                if seen % 10 != 0 {
+                    to.input(d).unwrap();
+                }
+            };
+            a.output_mut().drain(|d| lossy(d, &mut b));
+            b.output_mut().drain(|d| lossy(d, &mut a));
+            loop {
+                match b.recv(&mut buf) {
+                    Ok(n) => {
+                        assert_eq!(n, len(got), "length of message {got}");
+                        assert!(buf[..n].iter().all(|&x| x == got as u8), "message {got}");
+                        got += 1;
+                    }
+                    Err(KcpError::WouldBlock) => break,
+                    Err(e) => panic!("recv: {e}"),
+                }
+            }
+            assert!(clock < 600_000, "stalled at message {got}");
+        }
+        let during = allocations() - before;
+        assert!(a.stats().retransmits + a.stats().fast_retransmits > 100);
+        if preallocate {
+            assert_eq!(a.shrink_to_fit() + b.shrink_to_fit(), 0);
+            assert_eq!(fresh, (a.memory_footprint(), b.memory_footprint()));
+        }
+        during
+    }
+    assert_eq!(run(true), 0, "allocations with preallocate");
+    assert!(run(false) > 0, "the counter saw no pool grow");
+}

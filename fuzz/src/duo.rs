@@ -44,7 +44,8 @@ const WIRE_CAP: usize = 1024;
 
 /// One of four configurations (ikcp's fast and default modes, a tiny one
 /// with 64-byte MTU and windows of 4/8, and nodelay level 2 with no
-/// fast-resend limit), in message or stream mode.
+/// fast-resend limit), in message or stream mode; bit 2 of `choice` makes
+/// every payload block at construction (`preallocate`).
 pub fn config(choice: u8, stream: bool) -> KcpConfig {
     let base = match choice % 4 {
         0 => KcpConfig::fast(),
@@ -68,7 +69,11 @@ pub fn config(choice: u8, stream: bool) -> KcpConfig {
             ..KcpConfig::default().with_ikcp_nodelay(2, 10, 1, false)
         },
     };
-    KcpConfig { stream, ..base }
+    KcpConfig {
+        stream,
+        preallocate: choice & 4 != 0,
+        ..base
+    }
 }
 
 /// What one side has genuinely put on the wire.
@@ -507,6 +512,11 @@ impl Duo {
         for k in &self.k {
             let (now, max) = (k.memory_footprint(), k.memory_footprint_max());
             assert!(now <= max, "memory footprint {now} exceeds its bound {max}");
+            let fixed = k.config().preallocate;
+            assert!(
+                !fixed || now == max,
+                "a preallocated session holds {now} of {max}"
+            );
         }
     }
 

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn rough_scenarios_settle_in_every_configuration() {
-        for config in 0..4 {
+        for config in 0..8 {
             for stream in [false, true] {
                 run(&scenario(config, stream, rough_ops()));
             }
@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn rough_scenarios_settle_with_every_reader() {
-        for config in 0..4 {
+        for config in 0..8 {
             for stream in [false, true] {
                 for bits in 1..16u8 {
                     let reader = |side: bool, shift: u8| Op::Reader {
