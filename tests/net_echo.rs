@@ -218,3 +218,39 @@ async fn stream_mode_echo() {
     .await
     .unwrap();
 }
+
+/// Owned halves put back together, as with tokio's `TcpStream`: halves of
+/// two streams are refused and handed back intact, the right pair makes a
+/// stream that still carries data both ways.
+#[tokio::test]
+async fn owned_halves_reunite() {
+    timeout(Duration::from_secs(20), async {
+        let (addr, server) = echo_server(SessionConfig::default()).await;
+        let cfg = SessionConfig::default();
+        let a = KcpStream::connect(addr, cfg.clone()).await.unwrap();
+        let b = KcpStream::connect(addr, cfg).await.unwrap();
+        let (a_conv, b_conv) = (a.conv(), b.conv());
+        let (ar, aw) = a.into_split();
+        let (br, bw) = b.into_split();
+
+        let err = ar.reunite(bw).unwrap_err();
+        assert!(err.to_string().contains("not from the same stream"));
+        let (ar, bw) = (err.0, err.1);
+        assert_eq!((ar.conv(), bw.peer_addr().unwrap()), (a_conv, addr));
+        let err = aw.reunite(br).unwrap_err();
+        let (br, aw) = (err.0, err.1);
+
+        let mut a = ar.reunite(aw).unwrap();
+        let mut b = bw.reunite(br).unwrap();
+        assert_eq!((a.conv(), b.conv()), (a_conv, b_conv));
+        for (s, msg) in [(&mut a, b"through a"), (&mut b, b"through b")] {
+            s.write_all(msg).await.unwrap();
+            let mut buf = [0u8; 9];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, msg);
+        }
+        server.abort();
+    })
+    .await
+    .unwrap();
+}

@@ -79,4 +79,4 @@ mod udp;
 pub use config::SessionConfig;
 pub use listener::{Incoming, KcpListener};
 pub use stats::{ListenerStats, SessionStats};
-pub use stream::{KcpStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
+pub use stream::{KcpStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};

@@ -185,6 +185,7 @@ impl KcpStream {
     /// The session ends (see [How a session ends](Self#how-a-session-ends))
     /// when both are dropped. A dropped read half discards what arrives
     /// later; a dropped write half does not end the session.
+    /// [`OwnedReadHalf::reunite`] puts the halves back together.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         (
             OwnedReadHalf { read: self.read },
@@ -336,6 +337,26 @@ impl OwnedReadHalf {
     ) -> Poll<io::Result<usize>> {
         self.read.poll_recv_msg(cx, buf)
     }
+
+    /// Puts the stream back together from the two halves
+    /// [`into_split`](KcpStream::into_split) made of it.
+    ///
+    /// # Errors
+    /// [`ReuniteError`], holding both halves unchanged, when `other`
+    /// belongs to another stream.
+    // The error hands both halves back by value, as tokio's does; it is no
+    // larger than the stream the `Ok` side returns, on a once-per-stream call.
+    #[allow(clippy::result_large_err)]
+    pub fn reunite(self, other: OwnedWriteHalf) -> Result<KcpStream, ReuniteError> {
+        if Arc::ptr_eq(&self.read.h.shared, &other.write.h.shared) {
+            Ok(KcpStream {
+                read: self.read,
+                write: other.write,
+            })
+        } else {
+            Err(ReuniteError(self, other))
+        }
+    }
 }
 
 impl OwnedWriteHalf {
@@ -364,7 +385,37 @@ impl OwnedWriteHalf {
     pub fn poll_send_msg(&mut self, cx: &mut Context<'_>, msg: &[u8]) -> Poll<io::Result<()>> {
         self.write.poll_send_msg(cx, msg)
     }
+
+    /// [`OwnedReadHalf::reunite`] from this side.
+    ///
+    /// # Errors
+    /// [`ReuniteError`] when `other` belongs to another stream.
+    #[allow(clippy::result_large_err)] // see `OwnedReadHalf::reunite`
+    pub fn reunite(self, other: OwnedReadHalf) -> Result<KcpStream, ReuniteError> {
+        other.reunite(self)
+    }
 }
+
+/// The halves given to [`OwnedReadHalf::reunite`] came from two different
+/// streams; both are handed back.
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl std::fmt::Debug for ReuniteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReuniteError")
+            .field(&self.0.conv())
+            .field(&self.1.write.h.shared.conv)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tried to reunite halves that are not from the same stream")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
 
 // ----- AsyncRead / AsyncWrite -------------------------------------------------
 
