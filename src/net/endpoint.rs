@@ -165,6 +165,30 @@ pub(crate) async fn listen<A: ToSocketAddrs>(
         // Bound to the port the first one got (`addr` may name port 0).
         ios.push(UdpIo::bind_with(local, &cfg, true)?);
     }
+    serve(ios, cfg).await
+}
+
+/// A listener on a socket the caller bound.
+pub(crate) async fn listen_on(
+    socket: std::net::UdpSocket,
+    cfg: SessionConfig,
+) -> io::Result<ListenerParts> {
+    cfg.validate()?;
+    let io = UdpIo::adopt(socket, &cfg)?;
+    if io.local_addr().port() == 0 {
+        // Nothing reaches a socket that was never bound.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a listener's socket must be bound",
+        ));
+    }
+    serve(vec![io], cfg).await
+}
+
+/// Spawns a listening task for each of `ios`, all bound to one address.
+async fn serve(ios: Vec<UdpIo>, cfg: SessionConfig) -> io::Result<ListenerParts> {
+    let local = ios[0].local_addr();
+    let sockets = ios.len();
     let (accept_tx, accept_rx) = mpsc::channel(cfg.accept_backlog);
     let counters = Arc::new(Counters::default());
     let mut cmd_tx = Vec::with_capacity(sockets);
@@ -195,7 +219,24 @@ pub(crate) async fn connect<A: ToSocketAddrs>(
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let mut io = UdpIo::bind(bind, &cfg)?;
+    let io = UdpIo::bind(bind, &cfg)?;
+    open_client(io, peer, cfg).await
+}
+
+/// [`connect`] from a socket the caller bound.
+pub(crate) async fn connect_with_socket<A: ToSocketAddrs>(
+    socket: std::net::UdpSocket,
+    addr: A,
+    cfg: SessionConfig,
+) -> io::Result<KcpStream> {
+    cfg.validate()?;
+    let peer = resolve(addr).await?;
+    let io = UdpIo::adopt(socket, &cfg)?;
+    open_client(io, peer, cfg).await
+}
+
+/// Connects `io` to `peer` and spawns the client's task.
+async fn open_client(mut io: UdpIo, peer: SocketAddr, cfg: SessionConfig) -> io::Result<KcpStream> {
     io.connect(peer).await?;
     io.ready().await?;
     let conv = cfg.conv.unwrap_or_else(random_conv);

@@ -103,6 +103,32 @@ impl KcpListener {
         Self::from_parts(endpoint::listen(addr, config, sockets).await?)
     }
 
+    /// A listener on a UDP socket the caller made: bound to an address
+    /// [`bind`](Self::bind) cannot express (a device, a port handed over
+    /// by a service manager), or with options set beforehand. The socket is
+    /// switched to non-blocking mode and given the configured buffer sizes.
+    /// Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// use kcp_rs::net::{KcpListener, SessionConfig};
+    ///
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let socket = std::net::UdpSocket::bind("0.0.0.0:4000")?;
+    /// let listener = KcpListener::from_std(socket, SessionConfig::default()).await?;
+    /// let (stream, peer) = listener.accept().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// An invalid `config` or a socket not bound to a port (`InvalidInput`),
+    /// or one that cannot be registered with the runtime.
+    pub async fn from_std(
+        socket: std::net::UdpSocket,
+        config: SessionConfig,
+    ) -> io::Result<KcpListener> {
+        Self::from_parts(endpoint::listen_on(socket, config).await?)
+    }
+
     fn from_parts(parts: endpoint::ListenerParts) -> io::Result<KcpListener> {
         Ok(KcpListener {
             accept_rx: Mutex::new(parts.accept_rx),

@@ -128,6 +128,38 @@ impl KcpStream {
         super::endpoint::connect(addr, config).await
     }
 
+    /// [`connect`](Self::connect) through a UDP socket the caller made:
+    /// bound to a chosen local address or port, or with options set
+    /// beforehand. The socket is connected to `addr`, switched to
+    /// non-blocking mode and given the configured buffer sizes; the session
+    /// owns it from then on. Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// use kcp_rs::net::{KcpStream, SessionConfig};
+    ///
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let socket = std::net::UdpSocket::bind("0.0.0.0:5000")?; // a fixed source port
+    /// let s = KcpStream::connect_with_socket(socket, "127.0.0.1:4000", SessionConfig::default())
+    ///     .await?;
+    /// assert_eq!(s.local_addr()?.port(), 5000);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); also a socket of another address
+    /// family than `addr`'s. (A socket not bound yet is bound by the
+    /// kernel when it connects, as with `connect`.)
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the socket; no session is left behind.
+    pub async fn connect_with_socket<A: ToSocketAddrs>(
+        socket: std::net::UdpSocket,
+        addr: A,
+        config: SessionConfig,
+    ) -> io::Result<KcpStream> {
+        super::endpoint::connect_with_socket(socket, addr, config).await
+    }
+
     pub(crate) fn new(
         shared: Arc<Shared>,
         cmd: mpsc::UnboundedSender<Cmd>,

@@ -166,38 +166,41 @@ impl UdpIo {
     /// first so that several sockets can share the address (Unix).
     pub fn bind_with(addr: SocketAddr, cfg: &SessionConfig, reuse_port: bool) -> io::Result<UdpIo> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if let Some(n) = cfg.socket_recv_buffer {
-            if let Err(e) = socket.set_recv_buffer_size(n) {
-                tracing::debug!(error = %e, "could not set SO_RCVBUF");
-            }
-        }
-        if let Some(n) = cfg.socket_send_buffer {
-            if let Err(e) = socket.set_send_buffer_size(n) {
-                tracing::debug!(error = %e, "could not set SO_SNDBUF");
-            }
-        }
+        // Buffer sizes before `bind`, so that no datagram arrives into the
+        // default-sized buffer; `adopt` sets them again, to the same values.
+        set_buffer_sizes(&socket, cfg);
         if reuse_port {
             set_reuse_port(&socket)?;
         }
-        socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
+        Self::adopt(socket.into(), cfg)
+    }
+
+    /// A socket the caller bound (and possibly connected): made
+    /// non-blocking, given the configured buffer sizes, and registered with
+    /// the runtime. Must be called within a tokio runtime.
+    pub fn adopt(socket: std::net::UdpSocket, cfg: &SessionConfig) -> io::Result<UdpIo> {
+        set_buffer_sizes(&socket2::SockRef::from(&socket), cfg);
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let connected = socket.peer_addr().is_ok();
         tracing::debug!(
-            %addr,
-            rcvbuf = socket.recv_buffer_size().unwrap_or(0),
-            sndbuf = socket.send_buffer_size().unwrap_or(0),
-            "UDP socket bound"
+            addr = %local,
+            connected,
+            rcvbuf = socket2::SockRef::from(&socket).recv_buffer_size().unwrap_or(0),
+            sndbuf = socket2::SockRef::from(&socket).send_buffer_size().unwrap_or(0),
+            "UDP socket ready"
         );
-        let socket = UdpSocket::from_std(socket.into())?;
+        let socket = UdpSocket::from_std(socket)?;
         #[cfg(feature = "batch-io")]
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         #[cfg(all(feature = "batch-io", any(target_os = "linux", target_os = "android")))]
-        skip_unread_control_messages(&socket, addr.is_ipv6());
-        let local = socket.local_addr()?;
+        skip_unread_control_messages(&socket, local.is_ipv6());
         Ok(UdpIo {
             socket,
             #[cfg(feature = "batch-io")]
             state,
-            connected: false,
+            connected,
             local,
         })
     }
@@ -395,6 +398,22 @@ fn gso_run(lens: &[usize], max: usize) -> (usize, usize) {
     (n, bytes)
 }
 
+/// The configured `SO_RCVBUF` / `SO_SNDBUF`, where given. The kernel may
+/// cap them (`net.core.rmem_max`); a refusal only costs throughput, so it
+/// is logged, not returned.
+fn set_buffer_sizes(socket: &Socket, cfg: &SessionConfig) {
+    if let Some(n) = cfg.socket_recv_buffer {
+        if let Err(e) = socket.set_recv_buffer_size(n) {
+            tracing::debug!(error = %e, "could not set SO_RCVBUF");
+        }
+    }
+    if let Some(n) = cfg.socket_send_buffer {
+        if let Err(e) = socket.set_send_buffer_size(n) {
+            tracing::debug!(error = %e, "could not set SO_SNDBUF");
+        }
+    }
+}
+
 /// `quinn-udp` asks the kernel for control messages nothing here reads:
 /// each is one more thing for the kernel to build per datagram and for
 /// `quinn-udp` to parse, on the path of every round trip. Switched off
@@ -537,7 +556,8 @@ mod tests {
     async fn receives_without_tos_and_still_splits_coalesced_datagrams() {
         let cfg = SessionConfig::default();
         let a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
-        let b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        // The receiver on a socket the caller bound (`KcpListener::from_std`).
+        let b = UdpIo::adopt(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), &cfg).unwrap();
         for io in [&a, &b] {
             assert_unread_control_messages_off(&io.socket, false);
         }
