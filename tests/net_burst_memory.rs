@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use kcp_rs::net::{KcpListener, KcpStream};
+use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BURST: usize = 4 << 20;
@@ -19,7 +19,16 @@ const TRIM_GROWTH: usize = 4 * 64 * 1024;
 
 #[path = "support/bulk_config.rs"]
 mod bulk_config;
-use bulk_config::bulk_config as config;
+
+/// The bulk configuration with a small receive queue, so that a reader
+/// that stops reading closes the window within 64 KiB plus KCP's own
+/// receive window (see [`burst`]).
+fn config() -> SessionConfig {
+    SessionConfig {
+        recv_queue_limit: 64 << 10,
+        ..bulk_config::bulk_config()
+    }
+}
 
 /// A client connected to `listener` and the session accepted for it.
 async fn connected(listener: &KcpListener) -> (KcpStream, KcpStream) {
@@ -41,6 +50,29 @@ async fn carry(from: &mut KcpStream, to: &mut KcpStream, data: &[u8]) {
     let (w, r) = tokio::join!(from.write_all(data), to.read_exact(&mut got));
     w.unwrap();
     r.unwrap();
+    assert!(got == data, "bytes differ");
+}
+
+/// Writes `data` on `from` while `to` reads nothing until the sender's
+/// payload blocks have grown by a window's worth, then reads it whole and
+/// compares. How many segments a session holds at once in a transfer that
+/// reads as it goes depends on timing (on a quick loopback sometimes only
+/// a few dozen); a reader that stops closes the receive window, so the
+/// sender queues until KCP is full and the receiver holds a whole window.
+async fn burst(from: &mut KcpStream, to: &mut KcpStream, data: &[u8], small_held: usize) {
+    let mut got = vec![0u8; data.len()];
+    let grown = |s: &KcpStream| s.stats().core_memory_bytes > small_held + 1_000_000;
+    let write = from.write_all(data);
+    let read = async {
+        // `from` is borrowed by the write; the stats of the receiving side
+        // grow as well (its whole window queued), and are what it can see.
+        let full = eventually(Duration::from_secs(10), || grown(to)).await;
+        (full, to.read_exact(&mut got).await)
+    };
+    let (w, (full, r)) = tokio::join!(write, read);
+    w.unwrap();
+    r.unwrap();
+    assert!(full, "the receive window never filled");
     assert!(got == data, "bytes differ");
 }
 
@@ -66,7 +98,7 @@ async fn a_quiet_session_gives_its_burst_buffers_back() {
     assert!(small_held > 0, "stats publish the footprint");
 
     let (mut c, mut s) = connected(&listener).await;
-    carry(&mut c, &mut s, &pattern(BURST, 1)).await;
+    burst(&mut c, &mut s, &pattern(BURST, 1), small_held).await;
 
     // Right after the burst the sender holds far more than the small
     // session. (How much the receiver's pool grows depends on how many
@@ -98,8 +130,8 @@ async fn a_quiet_session_gives_its_burst_buffers_back() {
     assert_eq!(small_c.stats().core_memory_bytes, small_held);
 
     // Both ways still work, and grow again.
-    carry(&mut s, &mut c, &pattern(BURST / 2, 7)).await;
-    carry(&mut c, &mut s, &pattern(BURST / 2, 9)).await;
+    burst(&mut s, &mut c, &pattern(BURST, 7), small_held).await;
+    burst(&mut c, &mut s, &pattern(BURST, 9), small_held).await;
     assert!(c.stats().core_memory_bytes > small_held + 500_000);
 }
 
@@ -108,8 +140,8 @@ async fn small_messages_after_a_burst_do_not_keep_its_buffers() {
     let listener = KcpListener::bind("127.0.0.1:0", config()).await.unwrap();
     let (mut c, mut s) = connected(&listener).await;
     let before = c.stats().core_memory_bytes;
-    carry(&mut c, &mut s, &pattern(BURST, 3)).await;
-    carry(&mut s, &mut c, &pattern(BURST, 5)).await;
+    burst(&mut c, &mut s, &pattern(BURST, 3), before).await;
+    burst(&mut s, &mut c, &pattern(BURST, 5), before).await;
     // Each end sent 4 MiB: both send pools grew.
     let burst = (c.stats().core_memory_bytes, s.stats().core_memory_bytes);
     assert!(
