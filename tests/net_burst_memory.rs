@@ -53,8 +53,8 @@ async fn carry(from: &mut KcpStream, to: &mut KcpStream, data: &[u8]) {
     assert!(got == data, "bytes differ");
 }
 
-/// Writes `data` on `from` while `to` reads nothing until the sender's
-/// payload blocks have grown by a window's worth, then reads it whole and
+/// Writes `data` on `from` while `to` reads nothing until its own payload
+/// blocks have grown by a window's worth, then reads it whole and
 /// compares. How many segments a session holds at once in a transfer that
 /// reads as it goes depends on timing (on a quick loopback sometimes only
 /// a few dozen); a reader that stops closes the receive window, so the

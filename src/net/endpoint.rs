@@ -174,15 +174,14 @@ pub(crate) async fn listen_on(
     cfg: SessionConfig,
 ) -> io::Result<ListenerParts> {
     cfg.validate()?;
-    let io = UdpIo::adopt(socket, &cfg)?;
-    if io.local_addr().port() == 0 {
+    if socket.local_addr()?.port() == 0 {
         // Nothing reaches a socket that was never bound.
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a listener's socket must be bound",
         ));
     }
-    serve(vec![io], cfg).await
+    serve(vec![UdpIo::adopt(socket, &cfg)?], cfg).await
 }
 
 /// Spawns a listening task for each of `ios`, all bound to one address.

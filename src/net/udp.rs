@@ -180,15 +180,16 @@ impl UdpIo {
     /// non-blocking, given the configured buffer sizes, and registered with
     /// the runtime. Must be called within a tokio runtime.
     pub fn adopt(socket: std::net::UdpSocket, cfg: &SessionConfig) -> io::Result<UdpIo> {
-        set_buffer_sizes(&socket2::SockRef::from(&socket), cfg);
+        let options = socket2::SockRef::from(&socket);
+        set_buffer_sizes(&options, cfg);
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let connected = socket.peer_addr().is_ok();
         tracing::debug!(
             addr = %local,
             connected,
-            rcvbuf = socket2::SockRef::from(&socket).recv_buffer_size().unwrap_or(0),
-            sndbuf = socket2::SockRef::from(&socket).send_buffer_size().unwrap_or(0),
+            rcvbuf = options.recv_buffer_size().unwrap_or(0),
+            sndbuf = options.send_buffer_size().unwrap_or(0),
             "UDP socket ready"
         );
         let socket = UdpSocket::from_std(socket)?;
