@@ -20,15 +20,18 @@
 //! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
 //! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
 //! ping-pong tables to run, e.g. `1,3`; default all),
-//! `ASYNC_BENCH_PINGPONG=workers|main|processes` (only one of the three
+//! `ASYNC_BENCH_PINGPONG=workers|main|processes|turns` (only one of the four
 //! ping-pong tables: every side a task on one runtime's workers; the client
 //! on the main thread; the echo server in a child process of its own, as
-//! two programs would be), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
+//! two programs would be; every row's connection on one runtime, measured
+//! one round trip on each in turn), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
 //! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
 //! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
 //! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
 //! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal, then
-//! the shares of round trips over 17, 20 and 25 µs).
+//! the shares of round trips over 17, 20 and 25 µs), `ASYNC_BENCH_SERIES`
+//! (a directory: each ping-pong run's round trips, in order, one file per
+//! run, for `scripts/pingpong-phases.py`).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -87,6 +90,7 @@ fn main() {
             ("workers", Topology::Workers),
             ("main", Topology::Main),
             ("processes", Topology::Processes),
+            ("turns", Topology::Turns),
         ] {
             if mode.is_empty() || mode == name {
                 pingpong_table(topology);
@@ -563,6 +567,12 @@ enum Topology {
     /// The server in a child process with a runtime of its own, the client
     /// a task on this process's workers: two programs, as in production.
     Processes,
+    /// Every row's connection on one runtime (all sides tasks, as in
+    /// `Workers`), one round trip on each in turn: the machine's slow
+    /// phases, which last hundreds of round trips and hit TCP as well,
+    /// then fall on every row alike instead of on whichever ran when they
+    /// came.
+    Turns,
 }
 
 fn pingpong_table(topology: Topology) {
@@ -577,6 +587,9 @@ fn pingpong_table(topology: Topology) {
             Topology::Main => "on the main thread (`block_on`)",
             Topology::Processes =>
                 "a task on the runtime's workers, echo server in a child process (its own runtime)",
+            Topology::Turns =>
+                "a task on the runtime's workers, every row's connection on that one runtime, \
+                 one round trip on each in turn (`preempted`: the whole run's)",
         },
         if reps > 1 {
             format!("; {reps} interleaved runs per row")
@@ -594,9 +607,20 @@ fn pingpong_table(topology: Topology) {
         if rep % 2 == 1 {
             order.reverse();
         }
-        for i in order {
+        let runs: Vec<(usize, Result<PingPong, String>)> = if topology == Topology::Turns {
+            order
+                .iter()
+                .copied()
+                .zip(pingpong_turns(&cases, &order, rtts))
+                .collect()
+        } else {
+            order
+                .into_iter()
+                .map(|i| (i, pingpong_run(i, &cases[i], topology, rtts)))
+                .collect()
+        };
+        for (i, r) in runs {
             let case = &cases[i];
-            let r = pingpong_run(i, case, topology, rtts);
             match &r {
                 Ok(p) => println!(
                     "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
@@ -765,17 +789,109 @@ fn pingpong_run(
         (samples, failure, preempted)
     };
     let r = match topology {
-        Topology::Workers | Topology::Processes => on_workers(&rt, client),
+        Topology::Workers | Topology::Processes | Topology::Turns => on_workers(&rt, client),
         Topology::Main => rt.block_on(client),
     };
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(server);
-    let (mut samples, failure, preempted) = r;
+    let (samples, failure, preempted) = r;
     if let Some(f) = failure {
         return Err(format!("{} then {f}", samples.len()));
     }
     if samples.is_empty() {
         return Err("0 (warm-up took the budget)".into());
+    }
+    Ok(summarize(case, samples, preempted))
+}
+
+/// [`Topology::Turns`]: the rows `order` names, each with a connection of
+/// its own on one fresh runtime, measured one round trip on each in turn.
+/// Results in `order`'s order.
+fn pingpong_turns(cases: &[Case], order: &[usize], rtts: usize) -> Vec<Result<PingPong, String>> {
+    let rt = runtime();
+    let imps: Vec<(Imp, &'static str)> = order
+        .iter()
+        .map(|&i| (cases[i].imp.clone(), cases[i].name))
+        .collect();
+    let n = imps.len();
+    let client = async move {
+        let mut conns = Vec::with_capacity(n);
+        let mut guards = Vec::with_capacity(n);
+        let mut echoes = Vec::with_capacity(n);
+        for (imp, name) in &imps {
+            let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(imp))
+                .await
+                .expect("connect timed out")
+                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+            conns.push(c);
+            guards.push(guard);
+            echoes.push(tokio::spawn(echo(s)));
+        }
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rtts); n];
+        let mut failure: Vec<Option<String>> = vec![None; n];
+        let mut msg = [0u8; 64];
+        let mut back = [0u8; 64];
+        let start = Instant::now();
+        let mut preempted_at_start = 0;
+        'rounds: for i in 0..(WARMUP_RTTS + rtts) as u64 {
+            if i == WARMUP_RTTS as u64 {
+                preempted_at_start = preemptions();
+            }
+            if start.elapsed() > PINGPONG_BUDGET * n as u32 {
+                break;
+            }
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            for (k, c) in conns.iter_mut().enumerate() {
+                let t = Instant::now();
+                let one = async {
+                    c.write_all(&msg).await?;
+                    c.flush().await?;
+                    c.read_exact(&mut back).await?;
+                    io::Result::Ok(())
+                };
+                match timeout(Duration::from_secs(5), one).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failure[k] = Some(format!("failed: {e}"));
+                        break 'rounds;
+                    }
+                    Err(_) => {
+                        failure[k] = Some("a round trip took over 5 s".into());
+                        break 'rounds;
+                    }
+                }
+                let d = t.elapsed();
+                assert_eq!(back, msg, "{}: echo differs", imps[k].1);
+                if i >= WARMUP_RTTS as u64 {
+                    samples[k].push(d);
+                }
+            }
+        }
+        let preempted = preemptions().saturating_sub(preempted_at_start);
+        for e in echoes {
+            e.abort();
+        }
+        drop(guards);
+        (samples, failure, preempted)
+    };
+    let (samples, failure, preempted) = on_workers(&rt, client);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    order
+        .iter()
+        .zip(samples.into_iter().zip(failure))
+        .map(|(&i, (samples, failure))| match failure {
+            Some(f) => Err(format!("{} then {f}", samples.len())),
+            None if samples.is_empty() => Err("0 (warm-up took the budget)".into()),
+            None => Ok(summarize(&cases[i], samples, preempted)),
+        })
+        .collect()
+}
+
+/// Percentiles of one row's round trips (and, with `ASYNC_BENCH_DIST`,
+/// the distribution on stderr).
+fn summarize(case: &Case, mut samples: Vec<Duration>, preempted: u64) -> PingPong {
+    if let Some(dir) = std::env::var_os("ASYNC_BENCH_SERIES") {
+        write_series(std::path::Path::new(&dir), case, &samples);
     }
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -799,7 +915,7 @@ fn pingpong_run(
             over.join(" ")
         );
     }
-    Ok(PingPong {
+    PingPong {
         round_trips: samples.len(),
         preempted,
         p50: pct(0.50),
@@ -807,7 +923,28 @@ fn pingpong_run(
         p999: pct(0.999),
         max: us(samples[samples.len() - 1]),
         mean: samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64,
-    })
+    }
+}
+
+/// `ASYNC_BENCH_SERIES`: one run's round trips in the order they happened
+/// (µs, one per line) to `dir/NNN-<row>.txt`, NNN counting the runs of
+/// this process, for `scripts/pingpong-phases.py`.
+fn write_series(dir: &std::path::Path, case: &Case, samples: &[Duration]) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let row: String = case
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let body: String = samples
+        .iter()
+        .map(|d| format!("{:.2}\n", d.as_secs_f64() * 1e6))
+        .collect();
+    let file = dir.join(format!("{run:03}-{row}.txt"));
+    if let Err(e) = std::fs::write(&file, body) {
+        eprintln!("ASYNC_BENCH_SERIES: {}: {e}", file.display());
+    }
 }
 
 /// Echoes 64-byte messages until the connection fails.
