@@ -753,25 +753,13 @@ fn pingpong_run(
             if i == WARMUP_RTTS as u64 {
                 preempted_at_start = preemptions();
             }
-            let t = Instant::now();
-            let one = async {
-                c.write_all(&msg).await?;
-                c.flush().await?;
-                c.read_exact(&mut back).await?;
-                io::Result::Ok(())
+            let d = match round_trip(&mut c, &msg, &mut back).await {
+                Ok(d) => d,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             };
-            match timeout(Duration::from_secs(5), one).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failure = Some(format!("failed: {e}"));
-                    break;
-                }
-                Err(_) => {
-                    failure = Some("a round trip took over 5 s".into());
-                    break;
-                }
-            }
-            let d = t.elapsed();
             assert_eq!(back, msg, "{name}: echo differs");
             if i >= WARMUP_RTTS as u64 {
                 samples.push(d);
@@ -802,6 +790,23 @@ fn pingpong_run(
         return Err("0 (warm-up took the budget)".into());
     }
     Ok(summarize(case, samples, preempted))
+}
+
+/// One 64-byte round trip (write, flush, read the echo) and how long it
+/// took, or why it failed; at most 5 s.
+async fn round_trip(c: &mut Conn, msg: &[u8; 64], back: &mut [u8; 64]) -> Result<Duration, String> {
+    let t = Instant::now();
+    let one = async {
+        c.write_all(msg).await?;
+        c.flush().await?;
+        c.read_exact(back).await?;
+        io::Result::Ok(())
+    };
+    match timeout(Duration::from_secs(5), one).await {
+        Ok(Ok(())) => Ok(t.elapsed()),
+        Ok(Err(e)) => Err(format!("failed: {e}")),
+        Err(_) => Err("a round trip took over 5 s".into()),
+    }
 }
 
 /// [`Topology::Turns`]: the rows `order` names, each with a connection of
@@ -842,25 +847,13 @@ fn pingpong_turns(cases: &[Case], order: &[usize], rtts: usize) -> Vec<Result<Pi
             }
             msg[..8].copy_from_slice(&i.to_le_bytes());
             for (k, c) in conns.iter_mut().enumerate() {
-                let t = Instant::now();
-                let one = async {
-                    c.write_all(&msg).await?;
-                    c.flush().await?;
-                    c.read_exact(&mut back).await?;
-                    io::Result::Ok(())
+                let d = match round_trip(c, &msg, &mut back).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failure[k] = Some(e);
+                        break 'rounds;
+                    }
                 };
-                match timeout(Duration::from_secs(5), one).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        failure[k] = Some(format!("failed: {e}"));
-                        break 'rounds;
-                    }
-                    Err(_) => {
-                        failure[k] = Some("a round trip took over 5 s".into());
-                        break 'rounds;
-                    }
-                }
-                let d = t.elapsed();
                 assert_eq!(back, msg, "{}: echo differs", imps[k].1);
                 if i >= WARMUP_RTTS as u64 {
                     samples[k].push(d);
