@@ -20,11 +20,12 @@
 //! 10 000), `ASYNC_BENCH_SESSIONS` (default 10 000), `ASYNC_BENCH_IDLE_SECS`
 //! (default 10), `ASYNC_BENCH_ROWS` (row numbers of the throughput and
 //! ping-pong tables to run, e.g. `1,3`; default all),
-//! `ASYNC_BENCH_PINGPONG=workers|main|processes|turns` (only one of the four
-//! ping-pong tables: every side a task on one runtime's workers; the client
-//! on the main thread; the echo server in a child process of its own, as
-//! two programs would be; every row's connection on one runtime, measured
-//! one round trip on each in turn), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
+//! `ASYNC_BENCH_PINGPONG=workers|main|processes|turns|turns-processes` (only
+//! one of the five ping-pong tables: every side a task on one runtime's
+//! workers; the client on the main thread; the echo server in a child
+//! process of its own, as two programs would be; every row's connection on
+//! one runtime, measured one round trip on each in turn; the same with each
+//! echo server in a child process), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
 //! across rows, with a summary of medians; default 1), `ASYNC_BENCH_WORKERS`
 //! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
 //! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
@@ -91,6 +92,7 @@ fn main() {
             ("main", Topology::Main),
             ("processes", Topology::Processes),
             ("turns", Topology::Turns),
+            ("turns-processes", Topology::TurnsProcesses),
         ] {
             if mode.is_empty() || mode == name {
                 pingpong_table(topology);
@@ -573,6 +575,8 @@ enum Topology {
     /// then fall on every row alike instead of on whichever ran when they
     /// came.
     Turns,
+    /// `Turns` with every echo server in a child process of its own.
+    TurnsProcesses,
 }
 
 fn pingpong_table(topology: Topology) {
@@ -590,6 +594,10 @@ fn pingpong_table(topology: Topology) {
             Topology::Turns =>
                 "a task on the runtime's workers, every row's connection on that one runtime, \
                  one round trip on each in turn (`preempted`: the whole run's)",
+            Topology::TurnsProcesses =>
+                "a task on the runtime's workers, every row's connection on that one runtime, \
+                 one round trip on each in turn, each echo server in a child process of its own \
+                 (`preempted`: the whole run's, this process)",
         },
         if reps > 1 {
             format!("; {reps} interleaved runs per row")
@@ -607,11 +615,13 @@ fn pingpong_table(topology: Topology) {
         if rep % 2 == 1 {
             order.reverse();
         }
-        let runs: Vec<(usize, Result<PingPong, String>)> = if topology == Topology::Turns {
+        let turns = matches!(topology, Topology::Turns | Topology::TurnsProcesses);
+        let runs: Vec<(usize, Result<PingPong, String>)> = if turns {
+            let processes = topology == Topology::TurnsProcesses;
             order
                 .iter()
                 .copied()
-                .zip(pingpong_turns(&cases, &order, rtts))
+                .zip(pingpong_turns(&cases, &order, rtts, processes))
                 .collect()
         } else {
             order
@@ -711,15 +721,8 @@ fn pingpong_run(
     let mut server = None;
     let mut server_addr = None;
     if topology == Topology::Processes {
-        let child = ChildLines::spawn(&format!("echo:{index}"), 1, 0);
-        let Some(line) = child.wait_for("LISTENING ", Duration::from_secs(30)) else {
-            return Err("echo server did not start".into());
-        };
-        server_addr = Some(
-            line["LISTENING ".len()..]
-                .parse::<SocketAddr>()
-                .expect("address"),
-        );
+        let (child, addr) = echo_server(index)?;
+        server_addr = Some(addr);
         server = Some(child);
     }
     let rt = runtime();
@@ -777,8 +780,8 @@ fn pingpong_run(
         (samples, failure, preempted)
     };
     let r = match topology {
-        Topology::Workers | Topology::Processes | Topology::Turns => on_workers(&rt, client),
         Topology::Main => rt.block_on(client),
+        _ => on_workers(&rt, client),
     };
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(server);
@@ -790,6 +793,19 @@ fn pingpong_run(
         return Err("0 (warm-up took the budget)".into());
     }
     Ok(summarize(case, samples, preempted))
+}
+
+/// The echo server of row `index` in a child process (killed when the
+/// handle is dropped), and its address.
+fn echo_server(index: usize) -> Result<(ChildLines, SocketAddr), String> {
+    let child = ChildLines::spawn(&format!("echo:{index}"), 1, 0);
+    let Some(line) = child.wait_for("LISTENING ", Duration::from_secs(30)) else {
+        return Err("echo server did not start".into());
+    };
+    let addr = line["LISTENING ".len()..]
+        .parse::<SocketAddr>()
+        .expect("address");
+    Ok((child, addr))
 }
 
 /// One 64-byte round trip (write, flush, read the echo) and how long it
@@ -809,28 +825,58 @@ async fn round_trip(c: &mut Conn, msg: &[u8; 64], back: &mut [u8; 64]) -> Result
     }
 }
 
-/// [`Topology::Turns`]: the rows `order` names, each with a connection of
-/// its own on one fresh runtime, measured one round trip on each in turn.
-/// Results in `order`'s order.
-fn pingpong_turns(cases: &[Case], order: &[usize], rtts: usize) -> Vec<Result<PingPong, String>> {
+/// [`Topology::Turns`] and [`Topology::TurnsProcesses`]: the rows `order`
+/// names, each with a connection of its own on one fresh runtime (and,
+/// with `processes`, each echo server in a child process of its own),
+/// measured one round trip on each in turn. Results in `order`'s order.
+fn pingpong_turns(
+    cases: &[Case],
+    order: &[usize],
+    rtts: usize,
+    processes: bool,
+) -> Vec<Result<PingPong, String>> {
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    if processes {
+        for &i in order {
+            match echo_server(i) {
+                Ok((child, addr)) => {
+                    servers.push(child);
+                    addrs.push(Some(addr));
+                }
+                Err(e) => return order.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+    } else {
+        addrs.resize(order.len(), None);
+    }
     let rt = runtime();
-    let imps: Vec<(Imp, &'static str)> = order
+    let imps: Vec<(Imp, &'static str, Option<SocketAddr>)> = order
         .iter()
-        .map(|&i| (cases[i].imp.clone(), cases[i].name))
+        .zip(addrs)
+        .map(|(&i, addr)| (cases[i].imp.clone(), cases[i].name, addr))
         .collect();
     let n = imps.len();
     let client = async move {
         let mut conns = Vec::with_capacity(n);
         let mut guards = Vec::with_capacity(n);
         let mut echoes = Vec::with_capacity(n);
-        for (imp, name) in &imps {
-            let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(imp))
+        for (imp, name, addr) in &imps {
+            let Some(addr) = addr else {
+                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(imp))
+                    .await
+                    .expect("connect timed out")
+                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+                conns.push(c);
+                guards.push(guard);
+                echoes.push(tokio::spawn(echo(s)));
+                continue;
+            };
+            let c = timeout(CONNECT_TIMEOUT, connect(imp, *addr))
                 .await
                 .expect("connect timed out")
                 .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
             conns.push(c);
-            guards.push(guard);
-            echoes.push(tokio::spawn(echo(s)));
         }
         let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rtts); n];
         let mut failure: Vec<Option<String>> = vec![None; n];
@@ -869,6 +915,7 @@ fn pingpong_turns(cases: &[Case], order: &[usize], rtts: usize) -> Vec<Result<Pi
     };
     let (samples, failure, preempted) = on_workers(&rt, client);
     rt.shutdown_timeout(Duration::from_secs(2));
+    drop(servers);
     order
         .iter()
         .zip(samples.into_iter().zip(failure))
