@@ -728,22 +728,7 @@ fn pingpong_run(
     let rt = runtime();
     let (imp, name) = (case.imp.clone(), case.name);
     let client = async move {
-        let (mut c, guard, echo) = match server_addr {
-            Some(addr) => {
-                let c = timeout(CONNECT_TIMEOUT, connect(&imp, addr))
-                    .await
-                    .expect("connect timed out")
-                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-                (c, None, None)
-            }
-            None => {
-                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(&imp))
-                    .await
-                    .expect("connect timed out")
-                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-                (c, Some(guard), Some(tokio::spawn(echo(s))))
-            }
-        };
+        let (mut c, local) = client_conn(&imp, name, server_addr).await;
         let mut samples = Vec::with_capacity(rtts);
         let mut msg = [0u8; 64];
         let mut back = [0u8; 64];
@@ -773,10 +758,7 @@ fn pingpong_run(
             i += 1;
         }
         let preempted = preemptions().saturating_sub(preempted_at_start);
-        if let Some(e) = echo {
-            e.abort();
-        }
-        drop(guard);
+        drop(local);
         (samples, failure, preempted)
     };
     let r = match topology {
@@ -786,13 +768,63 @@ fn pingpong_run(
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(server);
     let (samples, failure, preempted) = r;
-    if let Some(f) = failure {
-        return Err(format!("{} then {f}", samples.len()));
+    outcome(case, samples, failure, preempted)
+}
+
+/// A row's result: why it failed, or its percentiles.
+fn outcome(
+    case: &Case,
+    samples: Vec<Duration>,
+    failure: Option<String>,
+    preempted: u64,
+) -> Result<PingPong, String> {
+    match failure {
+        Some(f) => Err(format!("{} then {f}", samples.len())),
+        None if samples.is_empty() => Err("0 (warm-up took the budget)".into()),
+        None => Ok(summarize(case, samples, preempted)),
     }
-    if samples.is_empty() {
-        return Err("0 (warm-up took the budget)".into());
+}
+
+/// The server side of a connection made by [`pair`]: the listener and the
+/// echo task, stopped when dropped.
+struct LocalEcho {
+    _guard: Guard,
+    echo: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalEcho {
+    fn drop(&mut self) {
+        self.echo.abort();
     }
-    Ok(summarize(case, samples, preempted))
+}
+
+/// A client connection for `imp`: to the echo server at `addr` (a child
+/// process), or without one, through [`pair`], with the server side
+/// answered by an echo task on this runtime.
+async fn client_conn(imp: &Imp, name: &str, addr: Option<SocketAddr>) -> (Conn, Option<LocalEcho>) {
+    match addr {
+        Some(addr) => {
+            let c = timeout(CONNECT_TIMEOUT, connect(imp, addr))
+                .await
+                .expect("connect timed out")
+                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+            (c, None)
+        }
+        None => {
+            let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(imp))
+                .await
+                .expect("connect timed out")
+                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+            let echo = tokio::spawn(echo(s));
+            (
+                c,
+                Some(LocalEcho {
+                    _guard: guard,
+                    echo,
+                }),
+            )
+        }
+    }
 }
 
 /// The echo server of row `index` in a child process (killed when the
@@ -836,19 +868,17 @@ fn pingpong_turns(
     processes: bool,
 ) -> Vec<Result<PingPong, String>> {
     let mut servers = Vec::new();
-    let mut addrs = Vec::new();
+    let mut addrs = vec![None; order.len()];
     if processes {
-        for &i in order {
+        for (&i, addr) in order.iter().zip(&mut addrs) {
             match echo_server(i) {
-                Ok((child, addr)) => {
+                Ok((child, a)) => {
                     servers.push(child);
-                    addrs.push(Some(addr));
+                    *addr = Some(a);
                 }
                 Err(e) => return order.iter().map(|_| Err(e.clone())).collect(),
             }
         }
-    } else {
-        addrs.resize(order.len(), None);
     }
     let rt = runtime();
     let imps: Vec<(Imp, &'static str, Option<SocketAddr>)> = order
@@ -859,24 +889,11 @@ fn pingpong_turns(
     let n = imps.len();
     let client = async move {
         let mut conns = Vec::with_capacity(n);
-        let mut guards = Vec::with_capacity(n);
-        let mut echoes = Vec::with_capacity(n);
+        let mut locals = Vec::with_capacity(n);
         for (imp, name, addr) in &imps {
-            let Some(addr) = addr else {
-                let (c, s, guard) = timeout(CONNECT_TIMEOUT, pair(imp))
-                    .await
-                    .expect("connect timed out")
-                    .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-                conns.push(c);
-                guards.push(guard);
-                echoes.push(tokio::spawn(echo(s)));
-                continue;
-            };
-            let c = timeout(CONNECT_TIMEOUT, connect(imp, *addr))
-                .await
-                .expect("connect timed out")
-                .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+            let (c, local) = client_conn(imp, name, *addr).await;
             conns.push(c);
+            locals.push(local);
         }
         let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rtts); n];
         let mut failure: Vec<Option<String>> = vec![None; n];
@@ -907,10 +924,7 @@ fn pingpong_turns(
             }
         }
         let preempted = preemptions().saturating_sub(preempted_at_start);
-        for e in echoes {
-            e.abort();
-        }
-        drop(guards);
+        drop(locals);
         (samples, failure, preempted)
     };
     let (samples, failure, preempted) = on_workers(&rt, client);
@@ -919,11 +933,7 @@ fn pingpong_turns(
     order
         .iter()
         .zip(samples.into_iter().zip(failure))
-        .map(|(&i, (samples, failure))| match failure {
-            Some(f) => Err(format!("{} then {f}", samples.len())),
-            None if samples.is_empty() => Err("0 (warm-up took the budget)".into()),
-            None => Ok(summarize(&cases[i], samples, preempted)),
-        })
+        .map(|(&i, (samples, failure))| outcome(&cases[i], samples, failure, preempted))
         .collect()
 }
 
