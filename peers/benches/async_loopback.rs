@@ -32,7 +32,11 @@
 //! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal, then
 //! the shares of round trips over 17, 20 and 25 µs), `ASYNC_BENCH_SERIES`
 //! (a directory: each ping-pong run's round trips, in order, one file per
-//! run, for `scripts/pingpong-phases.py`).
+//! run, for `scripts/pingpong-phases.py`), `ASYNC_BENCH_ECHO_ROWS` (with
+//! `turns-processes`: for each row run, the 1-based position among the
+//! rows run whose implementation answers it, e.g. `2,1` with rows `1,4`:
+//! our client against tokio_kcp's echo server and the reverse; a row keeps
+//! its client's name in the table).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -827,6 +831,18 @@ async fn client_conn(imp: &Imp, name: &str, addr: Option<SocketAddr>) -> (Conn, 
     }
 }
 
+/// `ASYNC_BENCH_ECHO_ROWS` (e.g. `2,1`): for the `i`-th row run, the
+/// 1-based position among the rows run whose implementation answers it in
+/// [`Topology::TurnsProcesses`], so that a client can be measured against
+/// the other implementation's server (both speak plain KCP). Default: its
+/// own.
+fn echo_row(i: usize) -> usize {
+    std::env::var("ASYNC_BENCH_ECHO_ROWS")
+        .ok()
+        .and_then(|v| v.split(',').nth(i)?.trim().parse::<usize>().ok())
+        .map_or(i, |r| r.saturating_sub(1))
+}
+
 /// The echo server of row `index` in a child process (killed when the
 /// handle is dropped), and its address.
 fn echo_server(index: usize) -> Result<(ChildLines, SocketAddr), String> {
@@ -871,7 +887,7 @@ fn pingpong_turns(
     let mut addrs = vec![None; order.len()];
     if processes {
         for (&i, addr) in order.iter().zip(&mut addrs) {
-            match echo_server(i) {
+            match echo_server(echo_row(i)) {
                 Ok((child, a)) => {
                     servers.push(child);
                     *addr = Some(a);
