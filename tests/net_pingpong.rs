@@ -2,7 +2,8 @@
 //! (the defaults) a reply written at once carries the ACK of the request, so
 //! a ping-pong round trip costs about two datagrams, not four (a bare ACK
 //! each way, then the data). Also: data nobody answers is still
-//! acknowledged at once.
+//! acknowledged at once, and data answered late is acknowledged before the
+//! peer's RTO.
 #![cfg(feature = "tokio")]
 
 use std::time::Duration;
@@ -132,6 +133,71 @@ async fn unanswered_data_is_acknowledged_at_once() {
         }
         assert_eq!(c.stats().kcp.retransmits, 0);
         drop(s);
+    })
+    .await
+    .expect("timed out");
+}
+
+/// A reader that takes a request and answers only 300 ms later: the ACKs
+/// held for its answer leave on their own, long before the `interval` tick
+/// (200 ms here, which would send them too) and the client's RTO (about
+/// the interval on loopback), so the client resends nothing.
+#[tokio::test]
+async fn a_late_answer_does_not_make_the_peer_resend() {
+    timeout(Duration::from_secs(20), async {
+        let cfg = SessionConfig {
+            kcp: KcpConfig {
+                interval: 200,
+                ..SessionConfig::default().kcp
+            },
+            ..SessionConfig::default()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let (mut s, _) = listener.accept().await.unwrap();
+        let server = tokio::spawn(async move {
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).await?;
+            loop {
+                // Waiting for the request: its ACK is held for the answer.
+                s.read_exact(&mut b).await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                s.write_all(&b).await?;
+            }
+            #[allow(unreachable_code)]
+            std::io::Result::Ok(())
+        });
+        const ROUNDS: u32 = 5;
+        let mut acked_in = Vec::new();
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            c.write_all(b"again").await.unwrap();
+            while c.send_queue_len() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            acked_in.push(t.elapsed());
+            let mut back = [0u8; 5];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"again");
+        }
+        server.abort();
+        let st = c.stats();
+        eprintln!("acknowledged after {acked_in:?}; rto {} ms", st.rto_ms);
+        // Released by the hold's bound (25 ms at most), not by the tick
+        // or the answer.
+        assert!(
+            acked_in.iter().all(|d| *d < Duration::from_millis(80)),
+            "{acked_in:?}"
+        );
+        // One resend is allowed for a scheduling stall on a loaded machine;
+        // a hold past the RTO would make one in every round.
+        assert!(
+            st.kcp.retransmits <= 1,
+            "{} resends in {ROUNDS} rounds",
+            st.kcp.retransmits
+        );
     })
     .await
     .expect("timed out");

@@ -116,7 +116,13 @@ pub struct SessionConfig {
     pub flush_on_write: bool,
     /// Flush at once after datagrams arrive, so ACKs leave immediately (and
     /// new data as soon as ACKs open the window) instead of at the next
-    /// `interval` tick. Needed for high throughput. Default: on.
+    /// `interval` tick. Needed for high throughput. One exception: when the
+    /// data goes to a reader that was waiting for it, the ACKs wait for the
+    /// reader's turn, so that a reply written at once carries them (one
+    /// datagram each way per request and response); a reader that answers
+    /// late lets them go after the `interval` tick or the session's RTO
+    /// less its RTT and 10 ms (5–25 ms), whichever comes first.
+    /// Default: on.
     pub ack_nodelay: bool,
     /// `SO_SNDBUF` requested for the UDP socket (`None`: the OS default).
     /// The kernel may cap it (Linux: `net.core.wmem_max`). Default: 8 MiB.

@@ -96,19 +96,42 @@ pub(crate) const MAX_PASSES: usize = 4;
 
 /// How long ACKs held for a reader's reply wait at most (see
 /// `Endpoint::drive`), for a reader that takes the data but neither answers
-/// nor reads again (an application busy elsewhere); tokio's timer may add a
-/// millisecond. In a steady request/response exchange a hold starts on
-/// every request, so the socket task's timer always sits this far ahead and
-/// wakes the thread this often for nothing (the timer keeps the earliest
-/// deadline it was given; see `deadlines.rs`). It was 1 ms: a wake-up every
-/// millisecond, which with the echo server in a process of its own beside
-/// a busy CPU put 36–43% of round trips at ~32 µs instead of 20 (tokio_kcp:
-/// 7%); at 5 ms 13–18%, at 20 ms 12% but a worse p99
-/// (docs/benchmarks_async.md). 5 ms stays below the minimum RTO of ikcp's
-/// modes (30 ms with `nodelay`, 100 ms without) and the 10 ms of
-/// `test.cpp`'s fast mode, so a held ACK does not make such a peer resend;
-/// one configured with a lower `min_rto` may.
-const ACK_HOLD_MAX: Duration = Duration::from_millis(5);
+/// nor reads again (an application busy elsewhere): the session's RTO less
+/// its smoothed RTT and [`ACK_HOLD_MARGIN`], within
+/// [`ACK_HOLD_MIN`]..=[`ACK_HOLD_MAX`]; tokio's timer may add a millisecond.
+///
+/// Why not a fixed, short bound: in a steady request/response exchange a
+/// hold starts on every request, earlier than the session's next KCP
+/// deadline (the `interval` tick, which sends held ACKs too), so the socket
+/// task's one timer is moved earlier once per bound. At 1 ms that put
+/// 36–43% of round trips at ~32 µs instead of 20 with the echo server in a
+/// process of its own beside a busy CPU; at a fixed 5 ms, across processes,
+/// ours had the lower p99 than tokio_kcp in 33 of 108 runs, against 54 of
+/// 108 with this bound (20–25 ms on loopback, beyond the bench's 10 ms
+/// tick; docs/benchmarks_async.md, "Across processes, taken apart").
+///
+/// Why this bound: a held ACK must reach the peer before the peer resends.
+/// The peer's RTO is taken to be ours (the same `nodelay` settings both
+/// ways, as KCP deployments use), and the ACK needs one way of the RTT to
+/// get there: RTO − SRTT − margin leaves it the margin. A peer configured
+/// with a lower minimum RTO than ours may resend when the application
+/// answers late. With a minimum RTO of 10 ms (`test.cpp`'s fast mode) the
+/// bound is [`ACK_HOLD_MIN`].
+fn ack_hold_bound(rto_ms: u32, srtt_ms: u32) -> Duration {
+    let ms = rto_ms
+        .saturating_sub(srtt_ms)
+        .saturating_sub(ACK_HOLD_MARGIN);
+    Duration::from_millis(u64::from(ms)).clamp(ACK_HOLD_MIN, ACK_HOLD_MAX)
+}
+
+/// See [`ack_hold_bound`]. The longest hold: a reader busy elsewhere gets
+/// its ACKs out within this, however long the RTO.
+const ACK_HOLD_MAX: Duration = Duration::from_millis(25);
+/// See [`ack_hold_bound`]. The shortest hold (the fixed bound it replaced).
+const ACK_HOLD_MIN: Duration = Duration::from_millis(5);
+/// See [`ack_hold_bound`]: milliseconds kept between the held ACK's
+/// arrival and the peer's RTO (rounding and tokio's timer take up to 2).
+const ACK_HOLD_MARGIN: u32 = 10;
 
 /// Initial room of the socket task's output buffers (`Outbox::with_room`):
 /// datagrams, and bytes of FEC-framed ones.
@@ -852,7 +875,7 @@ impl Endpoint {
         // application writes (its data takes the ACKs along), when the
         // reader finds its queue empty again (it did not answer: the stream
         // wakes the task, which sends the ACKs alone), or after
-        // `ACK_HOLD_MAX` (an application busy elsewhere). The flag is set
+        // `ack_hold_bound` (an application busy elsewhere). The flag is set
         // before the data is handed over, so the reader cannot miss it.
         let acks_due = sess.input_pending && cfg.ack_nodelay;
         let was_held = std::mem::take(&mut sess.ack_deferred);
@@ -978,7 +1001,7 @@ impl Endpoint {
             at = at.min(now + Duration::from_millis(wait as u64));
         }
         if sess.ack_deferred {
-            at = at.min(now + ACK_HOLD_MAX);
+            at = at.min(now + ack_hold_bound(sess.kcp.rto(), sess.kcp.rtt()));
         }
         if sess.role == Role::Server && !sess.confirmed {
             at = at.min(sess.created + cfg.half_open_timeout);
@@ -1247,4 +1270,32 @@ fn pump_reads(sess: &mut Session) -> bool {
         }
     }
     delivered && was_waiting
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_hold_ends_before_the_peers_rto() {
+        let ms = Duration::from_millis;
+        // Loopback with ikcp's `nodelay` minimum RTO: the RTO less the margin.
+        assert_eq!(ack_hold_bound(30, 0), ms(20));
+        // A longer RTT leaves less: the ACK still has one way to go.
+        assert_eq!(ack_hold_bound(30, 12), ms(8));
+        assert_eq!(ack_hold_bound(30, 25), ACK_HOLD_MIN);
+        // `test.cpp`'s fast mode (minimum RTO 10 ms), and RTT over RTO.
+        assert_eq!(ack_hold_bound(10, 0), ACK_HOLD_MIN);
+        assert_eq!(ack_hold_bound(10, 400), ACK_HOLD_MIN);
+        // Before any RTT sample (RTO 200 ms) or on a slow path: capped.
+        assert_eq!(ack_hold_bound(200, 0), ACK_HOLD_MAX);
+        assert_eq!(ack_hold_bound(u32::MAX, 0), ACK_HOLD_MAX);
+        for (rto, srtt) in [(30, 0), (60, 20), (100, 0), (45, 30)] {
+            let hold = ack_hold_bound(rto, srtt).as_millis() as u32;
+            assert!(
+                hold == ACK_HOLD_MIN.as_millis() as u32 || hold + srtt + 2 < rto,
+                "rto {rto} srtt {srtt}: hold {hold} ms"
+            );
+        }
+    }
 }
