@@ -98,34 +98,47 @@ async fn a_reply_carries_the_ack_two_workers() {
     replies_carry_acks(2.5).await;
 }
 
+/// A connected (client, server) pair with `SessionConfig::default()` but
+/// KCP's `interval` tick at `interval_ms`; the client has said `first`
+/// and the server read it.
+async fn pair_with_interval(interval_ms: u32) -> (KcpStream, KcpStream) {
+    let cfg = SessionConfig {
+        kcp: KcpConfig {
+            interval: interval_ms,
+            ..SessionConfig::default().kcp
+        },
+        ..SessionConfig::default()
+    };
+    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+    c.write_all(b"first").await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut b = [0u8; 5];
+    s.read_exact(&mut b).await.unwrap();
+    (c, s)
+}
+
+/// Writes `msg` and returns how long until the peer acknowledged it.
+async fn acknowledged_after(c: &mut KcpStream, msg: &[u8]) -> Duration {
+    let t = Instant::now();
+    c.write_all(msg).await.unwrap();
+    while c.send_queue_len() > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t.elapsed()
+}
+
 /// A message nobody answers (the reader is not even reading) is
 /// acknowledged without waiting for the `interval` tick or a
 /// retransmission.
 #[tokio::test]
 async fn unanswered_data_is_acknowledged_at_once() {
     timeout(Duration::from_secs(20), async {
-        let cfg = SessionConfig {
-            kcp: KcpConfig {
-                interval: 100,
-                ..SessionConfig::default().kcp
-            },
-            ..SessionConfig::default()
-        };
-        let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut c = KcpStream::connect(addr, cfg).await.unwrap();
-        c.write_all(b"first").await.unwrap();
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut b = [0u8; 5];
-        s.read_exact(&mut b).await.unwrap();
+        let (mut c, s) = pair_with_interval(100).await;
         for round in 0..20 {
-            let t = Instant::now();
-            c.write_all(b"one way").await.unwrap();
-            while c.send_queue_len() > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
             // The tick is 100 ms; an ACK left for it would take that long.
-            let waited = t.elapsed();
+            let waited = acknowledged_after(&mut c, b"one way").await;
             assert!(
                 waited < Duration::from_millis(60),
                 "round {round}: acknowledged after {waited:?}"
@@ -145,21 +158,9 @@ async fn unanswered_data_is_acknowledged_at_once() {
 #[tokio::test]
 async fn a_late_answer_does_not_make_the_peer_resend() {
     timeout(Duration::from_secs(20), async {
-        let cfg = SessionConfig {
-            kcp: KcpConfig {
-                interval: 200,
-                ..SessionConfig::default().kcp
-            },
-            ..SessionConfig::default()
-        };
-        let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut c = KcpStream::connect(addr, cfg).await.unwrap();
-        c.write_all(b"hello").await.unwrap();
-        let (mut s, _) = listener.accept().await.unwrap();
+        let (mut c, mut s) = pair_with_interval(200).await;
         let server = tokio::spawn(async move {
             let mut b = [0u8; 5];
-            s.read_exact(&mut b).await?;
             loop {
                 // Waiting for the request: its ACK is held for the answer.
                 s.read_exact(&mut b).await?;
@@ -172,12 +173,7 @@ async fn a_late_answer_does_not_make_the_peer_resend() {
         const ROUNDS: u32 = 5;
         let mut acked_in = Vec::new();
         for _ in 0..ROUNDS {
-            let t = Instant::now();
-            c.write_all(b"again").await.unwrap();
-            while c.send_queue_len() > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            acked_in.push(t.elapsed());
+            acked_in.push(acknowledged_after(&mut c, b"again").await);
             let mut back = [0u8; 5];
             c.read_exact(&mut back).await.unwrap();
             assert_eq!(&back, b"again");

@@ -911,7 +911,8 @@ fn pingpong_turns(
             conns.push(c);
             locals.push(local);
         }
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rtts); n];
+        // Not `vec![…; n]`: a cloned `Vec` keeps none of the capacity.
+        let mut samples: Vec<Vec<Duration>> = (0..n).map(|_| Vec::with_capacity(rtts)).collect();
         let mut failure: Vec<Option<String>> = vec![None; n];
         let mut msg = [0u8; 64];
         let mut back = [0u8; 64];
