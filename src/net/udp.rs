@@ -167,21 +167,26 @@ impl UdpIo {
     pub fn bind_with(addr: SocketAddr, cfg: &SessionConfig, reuse_port: bool) -> io::Result<UdpIo> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         // Buffer sizes before `bind`, so that no datagram arrives into the
-        // default-sized buffer; `adopt` sets them again, to the same values.
+        // default-sized buffer.
         set_buffer_sizes(&socket, cfg);
         if reuse_port {
             set_reuse_port(&socket)?;
         }
         socket.bind(&addr.into())?;
-        Self::adopt(socket.into(), cfg)
+        Self::register(socket.into())
     }
 
     /// A socket the caller bound (and possibly connected): made
     /// non-blocking, given the configured buffer sizes, and registered with
     /// the runtime. Must be called within a tokio runtime.
     pub fn adopt(socket: std::net::UdpSocket, cfg: &SessionConfig) -> io::Result<UdpIo> {
+        set_buffer_sizes(&socket2::SockRef::from(&socket), cfg);
+        Self::register(socket)
+    }
+
+    /// Makes `socket` non-blocking and registers it with the runtime.
+    fn register(socket: std::net::UdpSocket) -> io::Result<UdpIo> {
         let options = socket2::SockRef::from(&socket);
-        set_buffer_sizes(&options, cfg);
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let connected = socket.peer_addr().is_ok();
@@ -476,6 +481,44 @@ fn set_reuse_port(_socket: &Socket) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::KcpOutput;
+
+    /// The sizes the kernel reports for a fresh socket given `rcv` and
+    /// `snd` (Linux doubles what it is asked for), and for one asked for
+    /// nothing.
+    fn reported(rcv: usize, snd: usize) -> ((usize, usize), (usize, usize)) {
+        let mk = || Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        let asked = mk();
+        asked.set_recv_buffer_size(rcv).unwrap();
+        asked.set_send_buffer_size(snd).unwrap();
+        let fresh = mk();
+        let sizes = |s: &Socket| (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap());
+        (sizes(&asked), sizes(&fresh))
+    }
+
+    #[tokio::test]
+    async fn bound_and_adopted_sockets_get_the_configured_buffer_sizes() {
+        // Below the usual `rmem_max`/`wmem_max`, so the kernel does not cap them.
+        let (rcv, snd) = (96 << 10, 48 << 10);
+        let cfg = SessionConfig {
+            socket_recv_buffer: Some(rcv),
+            socket_send_buffer: Some(snd),
+            ..SessionConfig::default()
+        };
+        let (want, default) = reported(rcv, snd);
+        assert_ne!(
+            want, default,
+            "the kernel ignored the sizes: nothing to test"
+        );
+        let sizes = |io: &UdpIo| {
+            let s = socket2::SockRef::from(&io.socket);
+            (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap())
+        };
+        let bound = UdpIo::bind(([127, 0, 0, 1], 0).into(), &cfg).unwrap();
+        assert_eq!(sizes(&bound), want);
+        let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let adopted = UdpIo::adopt(std, &cfg).unwrap();
+        assert_eq!(sizes(&adopted), want);
+    }
 
     #[test]
     fn an_outbox_gives_back_what_a_burst_grew() {
