@@ -28,7 +28,9 @@
 //! echo server in a child process), `ASYNC_BENCH_PINGPONG_REPS` (runs per ping-pong row, interleaved
 //! across rows, with a summary of medians and of ours against tokio_kcp run
 //! by run, also split by whether the two p50s were level or far apart, as
-//! different CPU placements make them; default 1), `ASYNC_BENCH_WORKERS`
+//! different CPU placements make them; default 1), `ASYNC_BENCH_TURN`
+//! (with `turns` and `turns-processes`: round trips on a connection per
+//! turn, default 1), `ASYNC_BENCH_WORKERS`
 //! (worker threads of every runtime, default 2), `ASYNC_BENCH_DIST` (set:
 //! each ping-pong run also prints its 10th, 50th, 80th, 90th, 95th, 97th,
 //! 98th, 99th and 99.5th percentiles in µs to stderr, one decimal, then
@@ -906,7 +908,8 @@ async fn round_trip(c: &mut Conn, msg: &[u8; 64], back: &mut [u8; 64]) -> Result
 /// [`Topology::Turns`] and [`Topology::TurnsProcesses`]: the rows `order`
 /// names, each with a connection of its own on one fresh runtime (and,
 /// with `processes`, each echo server in a child process of its own),
-/// measured one round trip on each in turn. Results in `order`'s order.
+/// measured one round trip on each in turn (`ASYNC_BENCH_TURN` round trips
+/// with it). Results in `order`'s order.
 fn pingpong_turns(
     cases: &[Case],
     order: &[usize],
@@ -933,6 +936,7 @@ fn pingpong_turns(
         .map(|(&i, addr)| (cases[i].imp.clone(), cases[i].name, addr))
         .collect();
     let n = imps.len();
+    let turn = env_or("ASYNC_BENCH_TURN", 1).max(1);
     let client = async move {
         let mut conns = Vec::with_capacity(n);
         let mut locals = Vec::with_capacity(n);
@@ -948,25 +952,28 @@ fn pingpong_turns(
         let mut back = [0u8; 64];
         let start = Instant::now();
         let mut preempted_at_start = 0;
-        'rounds: for i in 0..(WARMUP_RTTS + rtts) as u64 {
-            if i == WARMUP_RTTS as u64 {
-                preempted_at_start = preemptions();
-            }
-            if start.elapsed() > PINGPONG_BUDGET * n as u32 {
-                break;
-            }
-            msg[..8].copy_from_slice(&i.to_le_bytes());
+        let total = (WARMUP_RTTS + rtts) as u64;
+        'rounds: for first in (0..total).step_by(turn) {
             for (k, c) in conns.iter_mut().enumerate() {
-                let d = match round_trip(c, &msg, &mut back).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        failure[k] = Some(e);
+                for i in first..(first + turn as u64).min(total) {
+                    if i == WARMUP_RTTS as u64 && k == 0 {
+                        preempted_at_start = preemptions();
+                    }
+                    if start.elapsed() > PINGPONG_BUDGET * n as u32 {
                         break 'rounds;
                     }
-                };
-                assert_eq!(back, msg, "{}: echo differs", imps[k].1);
-                if i >= WARMUP_RTTS as u64 {
-                    samples[k].push(d);
+                    msg[..8].copy_from_slice(&i.to_le_bytes());
+                    let d = match round_trip(c, &msg, &mut back).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            failure[k] = Some(e);
+                            break 'rounds;
+                        }
+                    };
+                    assert_eq!(back, msg, "{}: echo differs", imps[k].1);
+                    if i >= WARMUP_RTTS as u64 {
+                        samples[k].push(d);
+                    }
                 }
             }
         }
