@@ -482,17 +482,9 @@ mod tests {
     use super::*;
     use crate::KcpOutput;
 
-    /// The sizes the kernel reports for a fresh socket given `rcv` and
-    /// `snd` (Linux doubles what it is asked for), and for one asked for
-    /// nothing.
-    fn reported(rcv: usize, snd: usize) -> ((usize, usize), (usize, usize)) {
-        let mk = || Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-        let asked = mk();
-        asked.set_recv_buffer_size(rcv).unwrap();
-        asked.set_send_buffer_size(snd).unwrap();
-        let fresh = mk();
-        let sizes = |s: &Socket| (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap());
-        (sizes(&asked), sizes(&fresh))
+    /// `SO_RCVBUF` and `SO_SNDBUF` as the kernel reports them.
+    fn buffer_sizes(s: socket2::SockRef<'_>) -> (usize, usize) {
+        (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap())
     }
 
     #[tokio::test]
@@ -504,20 +496,23 @@ mod tests {
             socket_send_buffer: Some(snd),
             ..SessionConfig::default()
         };
-        let (want, default) = reported(rcv, snd);
+        // What a fresh socket asked for these sizes reports (Linux doubles
+        // them), and what one asked for nothing does.
+        let mk = || Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        let asked = mk();
+        asked.set_recv_buffer_size(rcv).unwrap();
+        asked.set_send_buffer_size(snd).unwrap();
+        let want = buffer_sizes((&asked).into());
         assert_ne!(
-            want, default,
+            want,
+            buffer_sizes((&mk()).into()),
             "the kernel ignored the sizes: nothing to test"
         );
-        let sizes = |io: &UdpIo| {
-            let s = socket2::SockRef::from(&io.socket);
-            (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap())
-        };
         let bound = UdpIo::bind(([127, 0, 0, 1], 0).into(), &cfg).unwrap();
-        assert_eq!(sizes(&bound), want);
+        assert_eq!(buffer_sizes((&bound.socket).into()), want);
         let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let adopted = UdpIo::adopt(std, &cfg).unwrap();
-        assert_eq!(sizes(&adopted), want);
+        assert_eq!(buffer_sizes((&adopted.socket).into()), want);
     }
 
     #[test]
