@@ -11,16 +11,16 @@
 #![cfg(feature = "fec")]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kcp_rs::fec::{framing, FecConfig, FecDecoder, FecEncoder};
 use kcp_rs::{Kcp, KcpConfig, KcpError, KcpOutput, KcpResult};
+
+#[path = "support/go_peer.rs"]
+mod go_peer;
+use go_peer::{message, stat, GoPeer};
 
 const DATA_SHARDS: usize = 10;
 const PARITY_SHARDS: usize = 3;
@@ -32,12 +32,6 @@ const LINK_MTU: u32 = 1400;
 const DROP_OUT: (u64, u64) = (9, 4);
 /// Incoming FEC packet `i` is dropped when `i % 11 == 5`.
 const DROP_IN: (u64, u64) = (11, 5);
-
-/// The same deterministic stream the Go peer sends and expects.
-fn message(i: usize) -> Vec<u8> {
-    let size = 1 + (i * 397) % 4000;
-    (0..size).map(|j| ((i * 31 + j) % 251) as u8).collect()
-}
 
 fn stream() -> Vec<u8> {
     (0..MESSAGES).flat_map(message).collect()
@@ -56,91 +50,6 @@ fn kcp_config() -> KcpConfig {
         rcv_wnd: 128,
         ..KcpConfig::default().with_ikcp_nodelay(1, 10, 2, true)
     }
-}
-
-fn peer_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fecpeer");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-go-peer.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .arg(&out)
-            .status()
-            .expect("running scripts/build-go-peer.sh");
-        assert!(
-            status.success(),
-            "building the kcp-go peer failed ({status}); see the message above"
-        );
-        out
-    })
-}
-
-/// The Go process, its stdout lines, and its stdin (held open: EOF makes
-/// the peer exit). Killed on drop.
-struct GoPeer {
-    child: Child,
-    _stdin: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl GoPeer {
-    fn spawn(args: &[&str]) -> GoPeer {
-        let mut child = Command::new(peer_binary())
-            .args(args)
-            .args(["-ds", "10", "-ps", "3", "-timeout", "60s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the kcp-go peer");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                eprintln!("kcp-go peer: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        GoPeer {
-            child,
-            _stdin: stdin,
-            lines,
-        }
-    }
-
-    fn line_starting(&self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no '{prefix}' line from the kcp-go peer: {e}"),
-            }
-        }
-    }
-
-    fn try_line(&self) -> Option<String> {
-        self.lines.try_recv().ok()
-    }
-}
-
-impl Drop for GoPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `name=value` from the peer's stats line.
-fn stat(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 /// KCP output: FEC-encode, drop a few packets on purpose, send.
@@ -365,7 +274,7 @@ fn kcp_go_client_echoes_through_our_server() {
                 }
             }
         }
-        if let Some(status) = peer.child.try_wait().expect("try_wait") {
+        if let Some(status) = peer.try_wait() {
             break status;
         }
     };

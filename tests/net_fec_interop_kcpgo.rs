@@ -8,13 +8,8 @@
 //! with the test (stdin EOF, its own timeout, or `kill` on drop).
 #![cfg(all(feature = "tokio", feature = "fec"))]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kcp_rs::fec::FecConfig;
 use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
@@ -24,14 +19,12 @@ use kcp_rs::KcpConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
+#[path = "support/go_peer.rs"]
+mod go_peer;
+use go_peer::{message, stat, GoPeer};
+
 const MESSAGES: usize = 200;
 const LOSS: f64 = 0.05;
-
-/// The peer's deterministic stream (`message(i)` in main.go).
-fn message(i: usize) -> Vec<u8> {
-    let size = 1 + (i * 397) % 4000;
-    (0..size).map(|j| ((i * 31 + j) % 251) as u8).collect()
-}
 
 /// What the Go peer is tuned to: `SetNoDelay(1, 10, 2, 1)`, windows of
 /// 128, message mode, MTU 1400, FEC 10 + 3.
@@ -47,85 +40,6 @@ fn config() -> SessionConfig {
         fec: Some(FecConfig::new(10, 3).unwrap()),
         ..SessionConfig::default()
     }
-}
-
-fn peer_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fecpeer-net");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-go-peer.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .arg(&out)
-            .status()
-            .expect("running scripts/build-go-peer.sh");
-        assert!(
-            status.success(),
-            "building the kcp-go peer failed ({status})"
-        );
-        out
-    })
-}
-
-struct GoPeer {
-    child: Child,
-    _stdin: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl GoPeer {
-    fn spawn(args: &[&str]) -> GoPeer {
-        let mut child = Command::new(peer_binary())
-            .args(args)
-            .args(["-ds", "10", "-ps", "3", "-timeout", "60s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the kcp-go peer");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                eprintln!("kcp-go peer: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        GoPeer {
-            child,
-            _stdin: stdin,
-            lines,
-        }
-    }
-
-    /// Blocks (call from `spawn_blocking` or before the runtime is busy).
-    fn line_starting(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no '{prefix}' line from the kcp-go peer: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for GoPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stat(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 /// Our `KcpStream` client against kcp-go's echo server.
