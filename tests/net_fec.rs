@@ -10,8 +10,12 @@ use kcp_rs::fec::FecConfig;
 use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
 use kcp_rs::sim::relay::{RelayConfig, UdpRelay};
 use kcp_rs::sim::LinkConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
+
+#[path = "support/relay_echo.rs"]
+mod relay_echo;
+use relay_echo::echo_through_relay;
 
 fn fec_config(fec: FecConfig) -> SessionConfig {
     SessionConfig {
@@ -20,47 +24,14 @@ fn fec_config(fec: FecConfig) -> SessionConfig {
     }
 }
 
-/// Echoes `bytes` through a relay losing `loss` of the datagrams both ways;
-/// checks every byte and returns (client, server, listener) FEC counters.
+/// Echoes `bytes` through a relay losing `loss` of the datagrams both ways
+/// and checks that both ends rebuilt losses from parity and count them.
 async fn echo_through(loss: f64, bytes: usize, seed: u64, fec: FecConfig) {
-    let cfg = fec_config(fec);
-    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-    let relay = UdpRelay::start(
-        listener.local_addr().unwrap(),
-        RelayConfig::symmetric(LinkConfig::lossy(loss), seed),
-    )
-    .await
-    .unwrap();
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; bytes];
-        s.read_exact(&mut buf).await.unwrap();
-        s.write_all(&buf).await.unwrap();
-        s.shutdown().await.unwrap();
-        (buf, s.stats(), listener)
-    });
     let data: Vec<u8> = (0..bytes).map(|i| (i * 13 % 251) as u8).collect();
-    let mut c = KcpStream::connect(relay.addr(), cfg).await.unwrap();
-    let (mut r, mut w) = c.split();
-    let send = async {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-    };
-    let recv = async {
-        let mut back = vec![0u8; bytes];
-        r.read_exact(&mut back).await.unwrap();
-        // Nothing more than what was sent arrives.
-        let extra = timeout(Duration::from_millis(200), r.read(&mut [0u8; 1])).await;
-        assert!(extra.is_err(), "bytes beyond the echo arrived");
-        back
-    };
-    let ((), back) = tokio::join!(send, recv);
-    let (got, ss, listener) = server.await.unwrap();
-    assert!(got == data, "server received different bytes");
-    assert!(back == data, "client received different bytes");
-    let cs = c.stats();
-    let ls = listener.stats();
-    let rs = relay.stats();
+    let relay = RelayConfig::symmetric(LinkConfig::lossy(loss), seed);
+    let echo = echo_through_relay(fec_config(fec), relay, &data).await;
+    let (cs, ss, rs) = (echo.client, echo.server, echo.relay);
+    let ls = echo.listener.stats();
     eprintln!(
         "loss {loss} FEC {}+{}: relay dropped {}/{} up, {}/{} down; client: recovered {} parity sent {} received {} dropped {} retransmits {}; \
          server: recovered {} parity sent {} received {} dropped {} retransmits {}; listener recovered {}",

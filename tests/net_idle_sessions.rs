@@ -22,31 +22,9 @@ use std::time::{Duration, Instant};
 
 use kcp_rs::net::{KcpListener, KcpStream, SessionConfig};
 
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_secs() -> f64 {
-    // utime + stime in clock ticks (100 Hz on Linux).
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (t(11) + t(12)) / 100.0
-}
+#[path = "support/proc_self.rs"]
+mod proc_self;
+use proc_self::{cpu_time, rss_kib};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -196,9 +174,9 @@ fn idle_listener_process() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss1 = rss_kib();
         let before = listener.stats();
-        let cpu0 = cpu_secs();
+        let cpu0 = cpu_time();
         tokio::time::sleep(Duration::from_secs(idle)).await;
-        let cpu1 = cpu_secs();
+        let cpu1 = (cpu_time() - cpu0).as_secs_f64();
         let st = listener.stats();
         println!(
             "RESULT sessions={} rss_mib={:.1} kib_per_session={:.1} cpu_secs={:.2} cpu_percent={:.2} \
@@ -206,8 +184,8 @@ fn idle_listener_process() {
             st.sessions_active,
             rss1 as f64 / 1024.0,
             (rss1 - rss0) as f64 / n as f64,
-            cpu1 - cpu0,
-            (cpu1 - cpu0) / idle as f64 * 100.0,
+            cpu1,
+            cpu1 / idle as f64 * 100.0,
             st.datagrams_in - before.datagrams_in,
             st.datagrams_out - before.datagrams_out,
         );

@@ -18,42 +18,15 @@ use kcp_rs::sim::LinkConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
+#[path = "support/relay_echo.rs"]
+mod relay_echo;
+use relay_echo::echo_through_relay;
+
 async fn transfer_through(loss: f64, bytes: usize, seed: u64) {
-    let cfg = SessionConfig::default();
-    let listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-    let relay = UdpRelay::start(
-        listener.local_addr().unwrap(),
-        RelayConfig::symmetric(LinkConfig::lossy(loss), seed),
-    )
-    .await
-    .unwrap();
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; bytes];
-        s.read_exact(&mut buf).await.unwrap();
-        // Echo it back, so both directions see the loss.
-        s.write_all(&buf).await.unwrap();
-        s.shutdown().await.unwrap();
-        (buf, s.stats())
-    });
     let data: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
-    let mut c = KcpStream::connect(relay.addr(), cfg).await.unwrap();
-    let (mut r, mut w) = c.split();
-    let send = async {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-    };
-    let recv = async {
-        let mut back = vec![0u8; bytes];
-        r.read_exact(&mut back).await.unwrap();
-        back
-    };
-    let ((), back) = tokio::join!(send, recv);
-    let (got, server_stats) = server.await.unwrap();
-    assert!(got == data, "server received different bytes");
-    assert!(back == data, "client received different bytes");
-    let st = c.stats();
-    let rs = relay.stats();
+    let relay = RelayConfig::symmetric(LinkConfig::lossy(loss), seed);
+    let echo = echo_through_relay(SessionConfig::default(), relay, &data).await;
+    let (st, server_stats, rs) = (echo.client, echo.server, echo.relay);
     eprintln!(
         "loss {loss}: relay dropped {}/{} up, {}/{} down, {} duplicated; client retransmits {} fast {}, server retransmits {} fast {}",
         rs.to_server.dropped,

@@ -22,33 +22,14 @@ use kcp_rs::sim::Rng;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
+#[path = "support/proc_self.rs"]
+mod proc_self;
+use proc_self::{cpu_time, rss_kib};
+
 /// The tests measure the process's memory and CPU: one at a time.
 /// (An async mutex: each test has its own runtime, and the guard is held
 /// across awaits.)
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Resident set size of this process, in KiB.
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) of this process so far.
-fn cpu_time() -> Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
 
 fn header(conv: u32, cmd: u8, frg: u8, sn: u32, una: u32, len: usize) -> [u8; OVERHEAD] {
     let mut b = [0u8; OVERHEAD];

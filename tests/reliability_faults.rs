@@ -20,6 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
+#[path = "support/proc_self.rs"]
+mod proc_self;
+use proc_self::rss_kib;
+
 /// The back-pressure test measures the process's memory: one test at a time.
 /// (An async mutex: each test has its own runtime, and the guard is held
 /// across awaits.)
@@ -40,14 +44,6 @@ fn config(stream: bool) -> SessionConfig {
         half_open_timeout: Duration::from_secs(1),
         ..SessionConfig::default()
     }
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn wait_for(
