@@ -60,6 +60,10 @@ use tokio::time::timeout;
 use tokio_kcp::{KcpConfig as TkConfig, KcpNoDelayConfig};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+#[path = "../../tests/support/proc_self.rs"]
+mod proc_self;
+use proc_self::{cpu_time, rss_kib};
+
 /// Size of each `write_all` in the throughput run, for every
 /// implementation: tokio_kcp refuses a single write of 128 segments or
 /// more (~174 KB at MTU 1400).
@@ -1330,9 +1334,9 @@ fn idle_child(role: &str) {
     std::thread::sleep(Duration::from_secs(2));
     let rss1 = rss_kib();
     let stats0 = ours_listener.as_ref().map(|l| l.stats());
-    let cpu0 = cpu_secs();
+    let cpu0 = cpu_time();
     std::thread::sleep(Duration::from_secs(idle));
-    let cpu1 = cpu_secs();
+    let cpu = (cpu_time() - cpu0).as_secs_f64();
     let sessions = held.lock().map(|v| v.len()).unwrap_or(0);
     let mut extra = String::new();
     if let (Some(l), Some(s0)) = (&ours_listener, stats0) {
@@ -1347,7 +1351,7 @@ fn idle_child(role: &str) {
         "RESULT sessions={sessions} rss_mib={:.1} kib_per_session={:.1} cpu_percent={:.2}{extra}",
         rss1.saturating_sub(rss0) as f64 / 1024.0,
         rss1.saturating_sub(rss0) as f64 / n.max(1) as f64,
-        (cpu1 - cpu0) / idle as f64 * 100.0,
+        cpu / idle as f64 * 100.0,
     );
     drop(guard);
     // Exit without tearing 10 000 sessions down one by one.
@@ -1489,30 +1493,4 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of this process, in seconds (clock ticks of 1/100 s).
-fn cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (t(11) + t(12)) / 100.0
 }
