@@ -142,8 +142,9 @@ impl<O: KcpOutput> Kcp<O> {
     /// A session with `config`.
     ///
     /// # Errors
-    /// [`KcpError::InvalidConfig`](crate::KcpError::InvalidConfig) when `config` cannot work with this
-    /// build's buffers (see [`KcpConfig::validate`]).
+    /// [`KcpError::InvalidConfig`](crate::KcpError::InvalidConfig) when
+    /// `config` cannot work with this build's buffers (see
+    /// [`KcpConfig::validate`]).
     pub fn with_config(conv: u32, output: O, config: KcpConfig) -> KcpResult<Self> {
         config.validate()?;
         let mss = config.mss() as u32;

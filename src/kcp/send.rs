@@ -19,7 +19,8 @@ impl<O: KcpOutput> Kcp<O> {
     ///
     /// # Errors
     /// - [`KcpError::DataTooLarge`]: a message needs more fragments than the
-    ///   peer can reassemble ([`KcpConfig::max_message`](crate::KcpConfig::max_message));
+    ///   peer can reassemble
+    ///   ([`KcpConfig::max_message`](crate::KcpConfig::max_message));
     /// - [`KcpError::BufferFull`]: the send queue has no room now;
     /// - [`KcpError::DeadLink`]: the link was declared dead.
     pub fn send(&mut self, data: &[u8]) -> KcpResult<usize> {
