@@ -90,15 +90,7 @@ impl FecConfig {
     /// [`FecError::InvalidConfig`] when `k` or `m` is 0 or `k + m` exceeds
     /// [`MAX_SHARDS`].
     pub fn new(data_shards: usize, parity_shards: usize) -> Result<Self, FecError> {
-        let cfg = FecConfig {
-            data_shards,
-            parity_shards,
-            max_packet: DEFAULT_MAX_PACKET,
-            rx_groups: DEFAULT_RX_GROUPS,
-            expire_ms: DEFAULT_EXPIRE_MS,
-            early_close: true,
-            group_wait_divisor: DEFAULT_GROUP_WAIT_DIVISOR,
-        };
+        let cfg = Self::preset(data_shards, parity_shards);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -123,6 +115,7 @@ impl FecConfig {
         Self::preset(10, 2)
     }
 
+    /// `k` and `m` with default limits, unchecked (the presets are valid).
     fn preset(data_shards: usize, parity_shards: usize) -> Self {
         FecConfig {
             data_shards,
