@@ -6,9 +6,9 @@ Runs the cross-process ping-pong in blocks of 100 round trips (rows 1 and 4:
 our layer and tokio_kcp, each echo server in a process of its own), records
 0.2 s of scheduler events and `sendto` calls on all CPUs with `perf`, and
 pairs every `sendto` of the client with the echo server's next one: that
-hop is the server's wake-up plus its work up to the reply. Each hop is
-"same" when the server replied on the CPU the client had sent from, "cross"
-otherwise (the server woke on the other CPU). Prints, per server, the hop
+hop is the server's wake-up plus its work up to the reply. A hop is on the
+"same" CPU when the server replied on the CPU the client had sent from, on
+the "other" one otherwise (the server woke there). Prints, per server, the hop
 times of each kind, the share of replies given on the client's CPU, and per
 block of replies (a gap of over 0.5 ms starts one) the block's majority
 kind and whether another thread than in the previous block answered.
