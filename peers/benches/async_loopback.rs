@@ -40,7 +40,11 @@
 //! `turns-processes`: for each row run, the 1-based position among the
 //! rows run whose implementation answers it, e.g. `2,1` with rows `1,4`:
 //! our client against tokio_kcp's echo server and the reverse; a row keeps
-//! its client's name in the table).
+//! its client's name in the table), `ASYNC_BENCH_ECHO_CPUS` (with
+//! `processes` and `turns-processes`: a CPU list for `taskset`, e.g. `1`,
+//! to which each echo process pins itself, so that the kernel cannot place
+//! one implementation's server better than the other's; run the bench
+//! itself under `taskset -c 0` to pin the client).
 //!
 //! Every wait has a timeout; a row that times out says so instead of giving
 //! a number.
@@ -1106,6 +1110,9 @@ fn echo_child(index: usize) {
     // `index` counts the rows the parent runs; the child inherits its
     // environment, `ASYNC_BENCH_ROWS` included, so `cases()` is the same list.
     let imp = cases()[index].imp.clone();
+    if let Ok(cpus) = std::env::var("ASYNC_BENCH_ECHO_CPUS") {
+        pin_to(&cpus);
+    }
     let rt = runtime();
     rt.block_on(async move {
         let (addr, _guard): (SocketAddr, Guard) = match imp {
@@ -1169,6 +1176,19 @@ fn idle_imp(name: &str, n: usize) -> Imp {
         },
         _ => panic!("unknown implementation {name}"),
     }
+}
+
+/// Pins this process's main thread, and so the threads it starts from now
+/// on (the runtime's workers), to the CPUs in `cpus` (`taskset`'s list
+/// syntax). Panics if `taskset` fails: a run that asked for pinning must
+/// not measure unpinned.
+fn pin_to(cpus: &str) {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("running taskset (util-linux)");
+    assert!(status.success(), "taskset -p -c {cpus} failed: {status}");
 }
 
 struct ChildLines {
