@@ -4,7 +4,7 @@ the CPU the kernel gave it.
 
 Runs the cross-process ping-pong in blocks of 100 round trips (rows 1 and 4:
 our layer and tokio_kcp, each echo server in a process of its own), records
-0.2 s of scheduler events and `sendto` calls on all CPUs with `perf`, and
+0.2 s of `sendto` calls on all CPUs with `perf`, and
 pairs every `sendto` of the client with the echo server's next one: that
 hop is the server's wake-up plus its work up to the reply. A hop is on the
 "same" CPU when the server replied on the CPU the client had sent from, on
@@ -17,7 +17,7 @@ kind and whether another thread than in the previous block answered.
 
 BENCH_BINARY is the built `async_loopback` bench (`cargo bench -p kcp-peers
 --bench async_loopback --no-run` prints its path); TRACES (default 10) runs
-are pooled. Needs `perf` with the sched and syscalls tracepoints (root).
+are pooled. Needs `perf` with the syscalls tracepoints (root).
 """
 import collections
 import os
@@ -57,11 +57,10 @@ def trace(binary, data):
     bench = subprocess.Popen([binary, "--bench"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(2)
     names = echo_servers(bench.pid)
-    events = "sched:sched_switch,sched:sched_wakeup,syscalls:sys_enter_sendto"
-    subprocess.run(["perf", "record", "-q", "-a", "-e", events, "-o", data, "--", "sleep", "0.2"],
+    subprocess.run(["perf", "record", "-q", "-a", "-e", "syscalls:sys_enter_sendto", "-o", data, "--", "sleep", "0.2"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     out, _ = bench.communicate()
-    script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,tid,cpu,time,event,trace"],
+    script = subprocess.run(["perf", "script", "-i", data, "-F", "pid,tid,cpu,time,event"],
                             capture_output=True, text=True).stdout
     cells = [[c.strip() for c in l.split("|")] for l in out.splitlines() if "| 60000 |" in l]
     rows = [f"{c[1]} {c[4]} / {c[5]}" for c in cells]

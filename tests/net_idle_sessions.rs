@@ -176,7 +176,7 @@ fn idle_listener_process() {
         let before = listener.stats();
         let cpu0 = cpu_time();
         tokio::time::sleep(Duration::from_secs(idle)).await;
-        let cpu1 = (cpu_time() - cpu0).as_secs_f64();
+        let cpu_secs = (cpu_time() - cpu0).as_secs_f64();
         let st = listener.stats();
         println!(
             "RESULT sessions={} rss_mib={:.1} kib_per_session={:.1} cpu_secs={:.2} cpu_percent={:.2} \
@@ -184,8 +184,8 @@ fn idle_listener_process() {
             st.sessions_active,
             rss1 as f64 / 1024.0,
             (rss1 - rss0) as f64 / n as f64,
-            cpu1,
-            cpu1 / idle as f64 * 100.0,
+            cpu_secs,
+            cpu_secs / idle as f64 * 100.0,
             st.datagrams_in - before.datagrams_in,
             st.datagrams_out - before.datagrams_out,
         );

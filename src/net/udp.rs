@@ -500,8 +500,7 @@ mod tests {
         // them), and what one asked for nothing does.
         let mk = || Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
         let asked = mk();
-        asked.set_recv_buffer_size(rcv).unwrap();
-        asked.set_send_buffer_size(snd).unwrap();
+        set_buffer_sizes(&asked, &cfg);
         let want = buffer_sizes((&asked).into());
         assert_ne!(
             want,

@@ -33,10 +33,10 @@ pub(super) struct Fed {
     /// What to look for, from the session's state before the datagram:
     /// unconfirmed (`look`, with `told_shut`), a client that heard no data
     /// yet (`waiting`), a window answer being repeated (`repeating`).
-    pub(super) look: bool,
-    pub(super) told_shut: bool,
-    pub(super) waiting: bool,
-    pub(super) repeating: bool,
+    look: bool,
+    told_shut: bool,
+    waiting: bool,
+    repeating: bool,
 }
 
 impl Fed {
